@@ -1,0 +1,63 @@
+"""What a metric sees of a trained model: the context, and batched helpers to encode,
+condition and decode without holding a whole split's activations at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from . import judges
+
+BATCH = 1024
+
+
+@dataclass
+class EvalContext:
+    dataset: object
+    data: object  # PairedData on the device
+    model: object
+    posterior: object
+    device: torch.device
+    seed: int = 0
+    cache_dir: Path | None = None
+    options: dict = field(default_factory=dict)
+    _judges: dict = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.dataset.modalities]
+
+    def judge(self, m: int):
+        """(classifier, test accuracy) for modality m, trained once and cached; None if none."""
+        if m not in self._judges:
+            self._judges[m] = judges.get_judge(self.dataset, self.data, m, self.cache_dir)
+        return self._judges[m]
+
+    def test_rows(self, limit: int | None = None) -> Tensor:
+        """A fixed subset of test pairs (the same for every run and posterior)."""
+        n = len(self.data.test)
+        if limit is None or limit >= n:
+            return torch.arange(n, device=self.device)
+        gen = torch.Generator().manual_seed(12345)
+        return torch.randperm(n, generator=gen)[:limit].sort().values.to(self.device)
+
+    @torch.no_grad()
+    def posterior_means(self, xs_by_modality: dict[int, Tensor]) -> Tensor:
+        """Means of the joint posterior given the listed modalities' items, batched."""
+        observed = sorted(xs_by_modality)
+        n = len(next(iter(xs_by_modality.values())))
+        out = []
+        for i in range(0, n, BATCH):
+            xs = [xs_by_modality[m][i:i + BATCH] if m in xs_by_modality else None for m in range(len(self.names))]
+            experts = self.model.encode(xs)
+            out.append(self.posterior.condition(self.model, experts, observed).mean)
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def decode_means(self, d: int, z: Tensor) -> Tensor:
+        """The decoder's representative output for modality d at latents z [N, D], batched."""
+        modality = self.dataset.modalities[d]
+        return torch.cat([modality.decode_mean(self.model.decode(d, z[i:i + BATCH])) for i in range(0, len(z), BATCH)])

@@ -1,0 +1,73 @@
+"""Training objectives as pure functions of log-weights and log-densities.
+
+Each takes tensors the model computed and returns a per-item bound (shape [B]) or a
+surrogate whose gradient is the wanted estimator. Equation numbers are those of Shi et al.,
+"Variational Mixture-of-Experts Autoencoders for Multi-Modal Deep Generative Models",
+NeurIPS 2019 (MMVAE).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .distributions import log_mean_exp
+
+
+def stratified_iwae(log_w: Tensor) -> Tensor:
+    """Eq. 3: (1/M) Σ_m [logsumexp_k log w_m^k − log K]. log_w: [M, K, B] -> [B]."""
+    return log_mean_exp(log_w, 1).mean(0)
+
+
+def tight_iwae(log_w: Tensor) -> Tensor:
+    """Eq. 5: logsumexp_{m,k} log w_m^k − log(M·K). log_w: [M, K, B] -> [B]."""
+    return log_mean_exp(log_w, (0, 1))
+
+
+def normalised_weights(log_w: Tensor, dims) -> Tensor:
+    """w̃: the importance weights normalised over ``dims``, with no gradient."""
+    log_w = log_w.detach()
+    return torch.exp(log_w - torch.logsumexp(log_w, dim=dims, keepdim=True))
+
+
+def dreg_surrogate(log_w: Tensor, z: Tensor, dims) -> Tensor:
+    """DReG (Tucker et al. 2019; MMVAE Appendix C): a surrogate Σ w̃ log w over ``dims``.
+
+    ``log_w`` must have been computed with the encoders' parameters detached inside log q,
+    so that the encoders are reached only through ``z``. A hook on ``z`` — the very tensor
+    that feeds the decoders and densities — multiplies its gradient by w̃ once more, so the
+    encoders receive Σ w̃² ∂log w/∂z · dz/dφ while decoder and prior parameters receive
+    Σ w̃ ∇ log w. Returns the per-item surrogate with ``dims`` summed out.
+    """
+    w = normalised_weights(log_w, dims)
+    if z.requires_grad:
+        z.register_hook(lambda grad: grad * w.unsqueeze(-1))
+    return (w * log_w).sum(dim=dims)
+
+
+def importance_sampled_elbo(
+    log_prior: Tensor, weighted_loglik: Tensor, log_q_joint: Tensor, log_q_cross: Tensor
+) -> Tensor:
+    """Appendix B, the multimodal importance-sampled ELBO, linear in M.
+
+    Samples z_j^k ~ q_j(z|x_j) for each expert j. Arguments, each over experts j and samples k:
+
+    - ``log_prior`` [M, K, B]: log p(z_j^k)
+    - ``weighted_loglik`` [M, K, B]: λ_j log p_j(x_j | z_j^k) (decoder j on its own samples only)
+    - ``log_q_joint`` [M, K, B]: log q_Φ(z_j^k | x), the mixture density
+    - ``log_q_cross`` [I, M, K, B]: log q_i(z_j^k | x_i) for every expert i
+
+    L = (1/M) Σ_i { E_{z_i}[log p(z_i) + λ_i log p_i(x_i|z_i) − log q_Φ(z_i|x)]
+                   + Σ_{j≠i} E_{z_j}[ q_i(z_j|x_i) / sg(q_j(z_j|x_j)) · λ_j log p_j(x_j|z_j) ] }
+
+    The ratio's denominator carries no gradient; ratios are formed in log space.
+    Returns the per-item value [B].
+    """
+    M = log_prior.shape[0]
+    own = (log_prior + weighted_loglik - log_q_joint).mean(1)  # [M, B]
+    self_density = torch.diagonal(log_q_cross, dim1=0, dim2=1).movedim(-1, 0)  # [M, K, B]
+    ratio = torch.exp(log_q_cross - self_density.detach().unsqueeze(0))  # [I, J, K, B]
+    off_diagonal = ~torch.eye(M, dtype=torch.bool, device=log_prior.device)
+    ratio = ratio * off_diagonal[:, :, None, None]
+    cross = (ratio * weighted_loglik.unsqueeze(0)).mean(2).sum(1)  # [I, B]
+    return (own + cross).mean(0)

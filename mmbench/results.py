@@ -1,0 +1,98 @@
+"""Run directories on disk: atomic writes, reading runs back, and the comparison table.
+
+Layout: ``<out>/<dataset>/<posterior>/seed-<n>/`` with ``run.json`` (config, provenance,
+status, times), ``metrics.jsonl`` (one row per metric value) and ``checkpoint.pt``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    info: dict
+    metrics: list[dict]
+
+    @property
+    def status(self) -> str:
+        return self.info.get("status", "unknown")
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_metrics(path: Path) -> list[dict] | None:
+    """The rows of a metrics file, or None when it is missing or any line is malformed."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        rows = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError):
+        return None
+    if not all(isinstance(r, dict) and "metric" in r and "value" in r for r in rows):
+        return None
+    return rows
+
+
+def find_runs(root: Path) -> list[RunRecord]:
+    """Every run directory (one holding run.json) below ``root``."""
+    runs = []
+    for info_path in sorted(Path(root).rglob("run.json")):
+        info = read_json(info_path)
+        if info is None:
+            continue
+        metrics = read_metrics(info_path.parent / "metrics.jsonl") or []
+        runs.append(RunRecord(info_path.parent, info, metrics))
+    return runs
+
+
+def comparison_table(runs: list[RunRecord]) -> str:
+    """One row per (dataset, posterior), one column per metric: mean (± std over seeds)."""
+    import pandas as pd
+
+    rows = [{"dataset": r.info["spec"]["dataset"], "posterior": r.info["spec"]["posterior"],
+             "metric": m["metric"], "value": m["value"]} for r in runs for m in r.metrics]
+    if not rows:
+        return "(no finished runs)"
+    frame = pd.DataFrame(rows)
+    stats = frame.groupby(["dataset", "posterior", "metric"], sort=False)["value"].agg(["mean", "std", "count"])
+    cells = stats.apply(lambda s: f"{s['mean']:.3g}" + (f" ± {s['std']:.2g}" if s["count"] > 1 else ""), axis=1)
+    table = cells.unstack("metric")
+    metrics = list(dict.fromkeys(frame["metric"]))
+    table = table[[m for m in metrics if m in table.columns]]
+    return table.reset_index().to_markdown(index=False)

@@ -1,0 +1,171 @@
+"""The embedded default dataset ``digits``: three paired modalities built from the 1,797
+handwritten digits that scikit-learn bundles, with no download.
+
+- ``grey``: an MNIST-like 1×28×28 image of a source digit;
+- ``colour``: an SVHN-like 3×32×32 image of another source digit of the same class, drawn
+  in a random foreground colour on a random background, shifted, resized and noisy;
+- ``caption``: an English sentence describing that colour image (its digit and colours).
+
+Shared content is the digit; private content is colour, position and handwriting. As in the
+MMVAE paper's MNIST–SVHN, each grey image is paired with 20 same-class colour images (and each
+colour image with 20 grey ones). Source digits are split into train and test first, so no
+test digit, in any modality, is seen in training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mmbench import hookimpl
+from mmbench.api import Dataset, PairedData, Split
+from mmbench.errors import MMBenchError
+from mmbench.datasets import load_cached, pair_by_class, stratified_split
+from mmbench.modalities import ImageModality, TextModality
+
+VERSION = 1  # bump when the construction changes: it is part of the cache key
+SEED = 20191208  # the data are one fixed set, whatever a run's seed
+PARTNERS = 20
+TEST_FRACTION = 0.2
+
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+PALETTE = {
+    "red": (0.90, 0.12, 0.12), "green": (0.10, 0.70, 0.20), "blue": (0.15, 0.25, 0.90),
+    "yellow": (0.95, 0.88, 0.10), "white": (0.95, 0.95, 0.95), "black": (0.05, 0.05, 0.05),
+    "purple": (0.55, 0.20, 0.75), "orange": (1.00, 0.55, 0.05),
+}
+TEMPLATES = [
+    "a {fg} {digit} on a {bg} background",
+    "the digit {digit} in {fg} on {bg}",
+    "{fg} number {digit} over {bg}",
+    "a {digit} painted {fg} against {bg}",
+    "there is a {fg} {digit} on a {bg} square",
+    "{digit} written in {fg} on a {bg} field",
+]
+MAX_LEN = 12
+
+
+def _vocabulary() -> list[str]:
+    words = set(NUMBER_WORDS) | set(PALETTE)
+    for template in TEMPLATES:
+        words |= {w for w in template.split() if not w.startswith("{")}
+    return ["<pad>", "<eos>", *sorted(words)]
+
+
+def _luminance(rgb) -> float:
+    r, g, b = rgb
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def _colour_pairs() -> list[tuple[str, str]]:
+    """Foreground/background pairs that a person (and a small network) can tell apart."""
+    return [(f, b) for f in PALETTE for b in PALETTE
+            if f != b and abs(_luminance(PALETTE[f]) - _luminance(PALETTE[b])) > 0.25]
+
+
+def render_grey(digits8: np.ndarray) -> torch.Tensor:
+    """8×8 digits (0..16) -> [N, 1, 28, 28] in [0, 1]: upscaled to 20×20, centred, as MNIST."""
+    x = torch.as_tensor(digits8, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False)
+    return F.pad(x, (4, 4, 4, 4)).clamp(0, 1)
+
+
+def render_colour(digits8: np.ndarray, rng: np.random.Generator):
+    """8×8 digits -> [N, 3, 32, 32] colour images, and the (fg, bg) colour names of each."""
+    pairs = _colour_pairs()
+    n = len(digits8)
+    images = torch.empty(n, 3, 32, 32)
+    names = []
+    for i in range(n):
+        size = int(rng.integers(18, 27))
+        top, left = (int(v) for v in rng.integers(0, 32 - size + 1, size=2))
+        stroke = torch.as_tensor(digits8[i], dtype=torch.float32)[None, None] / 16.0
+        stroke = F.interpolate(stroke, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+        mask = torch.zeros(32, 32)
+        mask[top:top + size, left:left + size] = stroke.clamp(0, 1)
+        fg, bg = pairs[int(rng.integers(len(pairs)))]
+        fg_rgb = torch.tensor(PALETTE[fg])[:, None, None]
+        bg_rgb = torch.tensor(PALETTE[bg])[:, None, None]
+        noise = torch.as_tensor(rng.normal(0, 0.05, size=(3, 32, 32)), dtype=torch.float32)
+        images[i] = (bg_rgb * (1 - mask) + fg_rgb * mask + noise).clamp(0, 1)
+        names.append((fg, bg))
+    return images, names
+
+
+def caption(label: int, fg: str, bg: str, rng: np.random.Generator) -> str:
+    template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
+    return template.format(fg=fg, bg=bg, digit=NUMBER_WORDS[label])
+
+
+class Digits(Dataset):
+    name = "digits"
+    description = "scikit-learn's 1,797 handwritten digits as grey image, colour image and caption (embedded)"
+    num_classes = 10
+    defaults = dict(latent_dim=20, K=2, epochs=8, batch_size=128, lr=1e-3)
+
+    def __init__(self, partners: int = PARTNERS):
+        self.partners = partners
+        self.vocab = _vocabulary()
+        # λ balances the modalities' likelihood scales, as MMVAE weights MNIST by 3·32·32/784.
+        self._modalities = [
+            ImageModality("grey", (1, 28, 28), arch="mlp", weight=3 * 32 * 32 / (28 * 28)),
+            ImageModality("colour", (3, 32, 32), arch="conv", decoder_arch="mlp", weight=1.0,
+                          background_contrast=True),
+            TextModality("caption", self.vocab, MAX_LEN, weight=20.0),
+        ]
+
+    @property
+    def modalities(self):
+        return self._modalities
+
+    def configure(self, partners=None, **options):
+        """``partners``: same-class partners per item (20 as in the MMVAE paper; its code used 30)."""
+        if options:
+            raise MMBenchError(f"dataset 'digits' has no option {', '.join(options)}; it takes: partners")
+        if partners is None:
+            return self
+        try:
+            partners = int(partners)
+            assert partners >= 1
+        except (ValueError, AssertionError):
+            raise MMBenchError(f"digits option partners must be a positive integer, got {partners!r}") from None
+        return Digits(partners)
+
+    def load(self, data_dir: Path, download: bool = False) -> PairedData:
+        path = Path(data_dir) / "digits" / f"digits-v{VERSION}-partners{self.partners}.pt"
+        return load_cached(path, self._build)
+
+    def _build(self) -> PairedData:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        images8, labels = bunch.images, bunch.target.astype(np.int64)
+        rng = np.random.default_rng(SEED)
+        train_ids, test_ids = stratified_split(labels, TEST_FRACTION, rng)
+        text = self._modalities[2]
+        splits = []
+        for ids in (train_ids, test_ids):
+            y = torch.as_tensor(labels[ids])
+            grey = render_grey(images8[ids])
+            # The colour image of a pair shows a *different* rendering of a source digit.
+            colour, colours = render_colour(images8[ids], rng)
+            captions = torch.tensor([text.tokenise(caption(int(c), fg, bg, rng))
+                                     for c, (fg, bg) in zip(y, colours)])
+            grey_idx, colour_idx = pair_by_class(y, y, self.partners, rng)
+            index = torch.stack([grey_idx, colour_idx, colour_idx], dim=1)  # a caption belongs to its image
+            splits.append(Split(
+                pools={"grey": grey, "colour": colour, "caption": captions},
+                pool_labels={"grey": y, "colour": y, "caption": y},
+                index=index, labels=y[grey_idx],
+            ))
+        info = {"source_ids": {"train": train_ids.tolist(), "test": test_ids.tolist()}, "partners": self.partners,
+                "seed": SEED, "version": VERSION}
+        return PairedData(*splits, info=info)
+
+
+@hookimpl
+def register_datasets(register):
+    register(Digits())

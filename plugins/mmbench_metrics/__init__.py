@@ -1,0 +1,122 @@
+"""The MMVAE paper's criteria as metrics (paper §4): latent factorisation (Table 1), joint and
+cross coherence (Table 2), and the judges' own accuracy beside them."""
+
+from __future__ import annotations
+
+import torch
+
+from mmbench import hookimpl
+from mmbench.api import Metric, MetricValue
+from mmbench.judges import predict
+
+JOINT_SAMPLES = 10_000
+LATENT_PROBE_ITEMS = 5_000
+
+
+def _linear_probe_accuracy(train_x, train_y, test_x, test_y) -> float:
+    """Multinomial logistic regression on posterior means, fitted on train, scored on test."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_x)
+    clf = LogisticRegression(max_iter=2000).fit(scaler.transform(train_x), train_y)
+    return float(clf.score(scaler.transform(test_x), test_y))
+
+
+class LatentAccuracy(Metric):
+    name = "latent_acc"
+    criterion = "latent factorisation"
+    higher_is_better = True
+    unit = "fraction"
+    description = "linear probe on posterior means: per modality (its own items) and joint (paired items)"
+
+    def evaluate(self, ctx):
+        data = ctx.data
+        for m, name in enumerate(ctx.names):
+            train = ctx.posterior_means({m: data.train.pools[name]})
+            test = ctx.posterior_means({m: data.test.pools[name]})
+            acc = _linear_probe_accuracy(train.cpu().numpy(), data.train.pool_labels[name].cpu().numpy(),
+                                         test.cpu().numpy(), data.test.pool_labels[name].cpu().numpy())
+            yield MetricValue(f"latent_acc[{name}]", acc)
+        if len(ctx.names) > 1:
+            gen = torch.Generator().manual_seed(0)
+            train_rows = torch.randperm(len(data.train), generator=gen)[:LATENT_PROBE_ITEMS].to(ctx.device)
+            test_rows = ctx.test_rows(LATENT_PROBE_ITEMS)
+            feats = []
+            for split, rows in ((data.train, train_rows), (data.test, test_rows)):
+                xs = split.batch(rows, ctx.names)
+                feats.append((ctx.posterior_means(dict(enumerate(xs))).cpu().numpy(), split.labels[rows].cpu().numpy()))
+            yield MetricValue("latent_acc[joint]", _linear_probe_accuracy(*feats[0], *feats[1]))
+
+
+class ClassifierAccuracy(Metric):
+    name = "classifier_acc"
+    criterion = "judge"
+    higher_is_better = True
+    unit = "fraction"
+    description = "test accuracy of each modality's coherence judge (read coherence against it)"
+
+    def skip_reason(self, ctx):
+        return None if any(ctx.judge(m) for m in range(len(ctx.names))) else "no modality has a classifier"
+
+    def evaluate(self, ctx):
+        for m, name in enumerate(ctx.names):
+            judge = ctx.judge(m)
+            if judge is not None:
+                yield MetricValue(f"classifier_acc[{name}]", judge[1])
+
+
+class CrossCoherence(Metric):
+    name = "coherence_cross"
+    criterion = "cross coherence"
+    higher_is_better = True
+    unit = "fraction"
+    description = "encode x_a, one sample of q(z|x_a), decode b, judge: share classified as x_a's label"
+
+    def skip_reason(self, ctx):
+        return None if len(ctx.names) > 1 else "needs two or more modalities"
+
+    @torch.no_grad()
+    def evaluate(self, ctx):
+        rows = ctx.test_rows(ctx.options.get("eval_items"))
+        xs = ctx.data.test.batch(rows, ctx.names)
+        labels = ctx.data.test.labels[rows]
+        for a, src in enumerate(ctx.names):
+            z = []
+            for i in range(0, len(rows), 1024):
+                experts = ctx.model.encode([x[i:i + 1024] if j == a else None for j, x in enumerate(xs)])
+                z.append(ctx.posterior.condition(ctx.model, experts, [a]).rsample(1)[0])
+            z = torch.cat(z)
+            for b, dst in enumerate(ctx.names):
+                judge = ctx.judge(b)
+                if b == a or judge is None:
+                    continue
+                pred = predict(judge[0], ctx.decode_means(b, z))
+                yield MetricValue(f"coherence_cross[{src}->{dst}]", (pred == labels).float().mean().item())
+
+
+class JointCoherence(Metric):
+    name = "coherence_joint"
+    criterion = "joint coherence"
+    higher_is_better = True
+    unit = "fraction"
+    description = f"{JOINT_SAMPLES} samples of the prior, every modality decoded and judged: share where all agree"
+
+    def skip_reason(self, ctx):
+        judged = [m for m in range(len(ctx.names)) if ctx.judge(m) is not None]
+        return None if len(judged) > 1 else "needs two or more modalities with a judge"
+
+    @torch.no_grad()
+    def evaluate(self, ctx):
+        z = ctx.model.prior().rsample(JOINT_SAMPLES)
+        preds = [predict(ctx.judge(m)[0], ctx.decode_means(m, z)) for m in range(len(ctx.names))
+                 if ctx.judge(m) is not None]
+        preds = torch.stack(preds)
+        agree = (preds == preds[0]).all(0).float().mean().item()
+        yield MetricValue("coherence_joint", agree)
+
+
+@hookimpl
+def register_metrics(register):
+    for metric in (LatentAccuracy(), CrossCoherence(), JointCoherence(), ClassifierAccuracy()):
+        register(metric)
