@@ -34,15 +34,16 @@ def _fit(net: nn.Module, x: Tensor, y: Tensor) -> None:
     gen = torch.Generator().manual_seed(RECIPE["seed"])
     opt = torch.optim.Adam(net.parameters(), lr=RECIPE["lr"], weight_decay=RECIPE["weight_decay"])
     bs = RECIPE["batch_size"]
-    for _ in range(RECIPE["epochs"]):
-        net.train()
-        order = torch.randperm(len(x), generator=gen).to(x.device)
-        for i in range(0, len(x), bs):
-            rows = order[i:i + bs]
-            loss = F.cross_entropy(net(x[rows]), y[rows])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    with torch.enable_grad():  # a judge may first be asked for inside a metric's no_grad
+        for _ in range(RECIPE["epochs"]):
+            net.train()
+            order = torch.randperm(len(x), generator=gen).to(x.device)
+            for i in range(0, len(x), bs):
+                rows = order[i:i + bs]
+                loss = F.cross_entropy(net(x[rows]), y[rows])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
 
 
 def get_judge(dataset, data, m: int, cache_dir: Path | None) -> tuple[nn.Module, float] | None:
