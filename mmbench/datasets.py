@@ -25,26 +25,35 @@ def stratified_split(labels: np.ndarray, test_fraction: float, rng: np.random.Ge
     return np.sort(train), np.sort(test)
 
 
-def pair_by_class(labels_a, labels_b, partners: int, rng: np.random.Generator):
-    """Pairs (a, b) of the same class, as the MMVAE paper pairs MNIST with SVHN.
+def group_by_class(label_lists, partners: int, rng: np.random.Generator) -> list[torch.Tensor]:
+    """Tuples of items of the same class, one item from each of M lists.
 
-    Per class, ``partners`` rounds each match a random permutation of that class's a-items
-    with one of its b-items (the shorter list cycled), so every item of the larger side gets
-    exactly ``partners`` partners and every item of the smaller side at least that many.
-    Returns two int64 tensors of equal length.
+    Per class, ``partners`` rounds each line up a random permutation of that class's items in
+    every list (the shorter lists cycled), so every item of the largest list appears in
+    exactly ``partners`` tuples and every other item in at least that many. A class missing
+    from any list forms no tuples. Returns M int64 tensors of equal length.
     """
-    labels_a = np.asarray(labels_a)
-    labels_b = np.asarray(labels_b)
-    out_a, out_b = [], []
-    for c in np.unique(labels_a):
-        ia, ib = np.flatnonzero(labels_a == c), np.flatnonzero(labels_b == c)
-        if len(ib) == 0:
+    label_lists = [np.asarray(labels) for labels in label_lists]
+    out = [[] for _ in label_lists]
+    for c in np.unique(label_lists[0]):
+        ids = [np.flatnonzero(labels == c) for labels in label_lists]
+        if any(len(i) == 0 for i in ids):
             continue
-        n = max(len(ia), len(ib))
+        n = max(len(i) for i in ids)
         for _ in range(partners):
-            out_a.append(np.resize(rng.permutation(ia), n))
-            out_b.append(np.resize(rng.permutation(ib), n))
-    return torch.as_tensor(np.concatenate(out_a)), torch.as_tensor(np.concatenate(out_b))
+            for column, i in zip(out, ids):
+                column.append(np.resize(rng.permutation(i), n))
+    return [torch.as_tensor(np.concatenate(column)) if column else torch.zeros(0, dtype=torch.int64)
+            for column in out]
+
+
+def pair_by_class(labels_a, labels_b, partners: int, rng: np.random.Generator):
+    """Pairs (a, b) of the same class, as the MMVAE paper pairs MNIST with SVHN (§4.2: each
+    instance with ``partners`` = 20 same-class instances of the other set): the two-list case
+    of :func:`group_by_class`. Returns two int64 tensors of equal length.
+    """
+    a, b = group_by_class([labels_a, labels_b], partners, rng)
+    return a, b
 
 
 def atomic_torch_save(obj, path: Path) -> None:
@@ -87,3 +96,23 @@ def load_cached(path: Path, build: Callable[[], PairedData]) -> PairedData:
     except OSError as exc:
         raise DataError(f"cannot write the dataset cache {path}: {exc}; pass a writable --data-dir") from None
     return data
+
+
+def int_option(dataset: str, name: str, value, low: int = 1, high: int | None = None) -> int:
+    """A dataset option given as text or number, checked to lie in [low, high]."""
+    try:
+        number = int(value)
+        ok = number >= low and (high is None or number <= high)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise DataError(f"dataset '{dataset}' option {name} must be an integer {span}, got {value!r}")
+    return number
+
+
+def unknown_options(dataset: str, options: dict, accepted) -> None:
+    """Raise a one-line error naming options a dataset does not take, and those it does."""
+    if options:
+        raise DataError(f"dataset '{dataset}' has no option {', '.join(sorted(options))}; "
+                        f"it takes: {', '.join(accepted) or 'nothing'}")

@@ -1,0 +1,187 @@
+"""``polymnist``: M paired image modalities (2 to 8) generated from scikit-learn's bundled
+digits, in the spirit of PolyMNIST (Sutter, Daunhawer & Vogt, ICLR 2021): every modality shows
+the digit of the tuple's class on its own kind of background, so the digit is the content all
+modalities share and the texture, colours, position and handwriting are private to each.
+
+It exists for runs with more than two modalities and for the cost benchmark (the MMVAE
+objective needs M² decoder passes, MMVAE paper §3 and Appendix B), and needs no download: the
+1,797 source digits ship with scikit-learn. As in the paper's MNIST–SVHN pairing, a tuple holds
+*different* source digits of one class (one per modality), and every item appears in
+``partners`` tuples (20 by default). Modality m always renders the same way, whatever M, so
+the first M modalities of an M' > M set are the M-modality set's pools.
+
+References: Shi et al., "Variational Mixture-of-Experts Autoencoders for Multi-Modal Deep
+Generative Models", NeurIPS 2019; Sutter et al., "Generalized Multimodal ELBO", ICLR 2021.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mmbench import hookimpl
+from mmbench.api import Dataset, PairedData, Split
+from mmbench.datasets import group_by_class, int_option, load_cached, stratified_split, unknown_options
+from mmbench.modalities import ImageModality
+
+VERSION = 1  # bump when the construction changes: it is part of the cache key
+SEED = 20210503
+SIDE = 28
+TEST_FRACTION = 0.2
+MAX_MODALITIES = 8
+STYLES = ("plain", "horizontal stripes", "vertical stripes", "diagonal stripes", "checkerboard",
+          "gradient", "rings", "smooth noise")
+
+
+# ----------------------------------------------------------------------------- backgrounds
+def _two_colours(n: int, rng: np.random.Generator):
+    a = torch.as_tensor(rng.uniform(0, 1, size=(n, 3, 1, 1)), dtype=torch.float32)
+    b = torch.as_tensor(rng.uniform(0, 1, size=(n, 3, 1, 1)), dtype=torch.float32)
+    return a, b
+
+
+def _grid():
+    ys, xs = torch.meshgrid(torch.arange(SIDE, dtype=torch.float32), torch.arange(SIDE, dtype=torch.float32),
+                            indexing="ij")
+    return ys, xs
+
+
+def _per_item(rng: np.random.Generator, n: int, low: float, high: float) -> torch.Tensor:
+    return torch.as_tensor(rng.uniform(low, high, size=(n, 1, 1, 1)), dtype=torch.float32)
+
+
+def background(style: int, n: int, rng: np.random.Generator) -> torch.Tensor:
+    """``n`` backgrounds [n, 3, 28, 28] in [0, 1] of texture family ``style`` (random colours,
+    phases and scales per item)."""
+    a, b = _two_colours(n, rng)
+    ys, xs = _grid()
+    phase = _per_item(rng, n, 0, 2 * math.pi)
+    period = _per_item(rng, n, 4, 9)
+    if style == 0:
+        t = torch.zeros(n, 1, SIDE, SIDE)
+    elif style in (1, 2, 3):
+        coord = {1: ys, 2: xs, 3: (xs + ys) / math.sqrt(2)}[style]
+        t = (torch.sin(2 * math.pi * coord / period + phase) > 0).float()
+    elif style == 4:
+        size = torch.as_tensor(rng.integers(3, 8, size=(n, 1, 1, 1)))
+        t = (((ys.long() // size) + (xs.long() // size)) % 2).float()
+    elif style == 5:
+        angle = _per_item(rng, n, 0, 2 * math.pi)
+        t = ((xs - SIDE / 2) * torch.cos(angle) + (ys - SIDE / 2) * torch.sin(angle)) / SIDE + 0.5
+    elif style == 6:
+        cy, cx = _per_item(rng, n, 0, SIDE), _per_item(rng, n, 0, SIDE)
+        t = (torch.sin(2 * math.pi * torch.sqrt((ys - cy) ** 2 + (xs - cx) ** 2) / period + phase) > 0).float()
+    elif style == 7:
+        coarse = torch.as_tensor(rng.uniform(0, 1, size=(n, 1, 5, 5)), dtype=torch.float32)
+        t = F.interpolate(coarse, size=(SIDE, SIDE), mode="bicubic", align_corners=False)
+    else:
+        raise ValueError(f"no background style {style}")
+    t = t.clamp(0, 1).expand(n, 1, SIDE, SIDE)
+    return a * (1 - t) + b * t
+
+
+def stroke_masks(digits8: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """8×8 digits (0..16) -> [N, 1, 28, 28] stroke masks in [0, 1], each resized to 16–24 px
+    and placed at a random position (one bilinear resampling for all of them)."""
+    n = len(digits8)
+    size = rng.integers(16, 25, size=n)
+    top = rng.integers(0, SIDE - size + 1)
+    left = rng.integers(0, SIDE - size + 1)
+    # Output box [left, left + size) in normalised coordinates maps onto the source's [-1, 1].
+    scale = torch.as_tensor(SIDE / size, dtype=torch.float32)
+    shift_x = torch.as_tensor(-1 - scale.numpy() * (2 * left / SIDE - 1), dtype=torch.float32)
+    shift_y = torch.as_tensor(-1 - scale.numpy() * (2 * top / SIDE - 1), dtype=torch.float32)
+    zero = torch.zeros(n)
+    theta = torch.stack([torch.stack([scale, zero, shift_x], 1), torch.stack([zero, scale, shift_y], 1)], 1)
+    grid = F.affine_grid(theta, (n, 1, SIDE, SIDE), align_corners=False)
+    source = torch.as_tensor(digits8, dtype=torch.float32).unsqueeze(1) / 16.0
+    return F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0, 1)
+
+
+def render(digits8: np.ndarray, style: int, rng: np.random.Generator) -> torch.Tensor:
+    """Digits drawn on style ``style``'s backgrounds: [N, 3, 28, 28] in [0, 1].
+
+    The stroke is black where the background is light and white where it is dark (by
+    luminance), so it stands out on any texture, as PolyMNIST's inverted strokes do."""
+    bg = background(style, len(digits8), rng)
+    mask = stroke_masks(digits8, rng)
+    luminance = (0.299 * bg[:, :1] + 0.587 * bg[:, 1:2] + 0.114 * bg[:, 2:])
+    ink = (luminance < 0.5).float().expand_as(bg)
+    noise = 0.03 * torch.from_numpy(rng.standard_normal(size=bg.shape, dtype=np.float32))
+    return (bg * (1 - mask) + ink * mask + noise).clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------- dataset
+class PolyMNIST(Dataset):
+    name = "polymnist"
+    num_classes = 10
+    defaults = dict(latent_dim=20, K=1, epochs=5, batch_size=128, lr=1e-3)
+
+    def __init__(self, modalities: int = 5, partners: int = 20, per_class: int | None = None):
+        self.num_modalities, self.partners, self.per_class = modalities, partners, per_class
+        self.description = (f"{modalities} image modalities (2..{MAX_MODALITIES}, option modalities) of "
+                            "scikit-learn's digits on different backgrounds, PolyMNIST-style (generated)")
+        # A conv encoder and an MLP decoder, as the embedded `digits` affords on a CPU; two conv
+        # layers so that 28 px halves cleanly (28 -> 14 -> 7).
+        self._modalities = [ImageModality(f"m{m}", (3, SIDE, SIDE), arch="conv", decoder_arch="mlp",
+                                          channels=(32, 64)) for m in range(modalities)]
+
+    @property
+    def modalities(self):
+        return self._modalities
+
+    def configure(self, modalities=None, partners=None, per_class=None, **options):
+        """``modalities``: M, 2 to 8 (default 5); ``partners``: tuples each item appears in
+        (default 20, as MMVAE pairs MNIST–SVHN); ``per_class``: source digits kept per class
+        (default all, about 180; small values make quick tests)."""
+        unknown_options(self.name, options, ("modalities", "partners", "per_class"))
+        M = self.num_modalities if modalities is None else int_option(self.name, "modalities", modalities, 2, MAX_MODALITIES)
+        P = self.partners if partners is None else int_option(self.name, "partners", partners)
+        N = self.per_class if per_class is None else int_option(self.name, "per_class", per_class, 5)
+        return self if (M, P, N) == (self.num_modalities, self.partners, self.per_class) else PolyMNIST(M, P, N)
+
+    def load(self, data_dir: Path, download: bool = False) -> PairedData:
+        per_class = "all" if self.per_class is None else self.per_class
+        path = (Path(data_dir) / "polymnist" /
+                f"polymnist-v{VERSION}-M{self.num_modalities}-partners{self.partners}-perclass{per_class}.pt")
+        return load_cached(path, self._build)
+
+    def _sources(self):
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        images8, labels = bunch.images, bunch.target.astype(np.int64)
+        source = np.arange(len(labels))
+        if self.per_class is not None:
+            rng = np.random.default_rng([SEED, 1])
+            keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:self.per_class]
+                                           for c in range(10)]))
+            images8, labels, source = images8[keep], labels[keep], keep
+        return images8, labels, source
+
+    def _build(self) -> PairedData:
+        images8, labels, source = self._sources()
+        train_ids, test_ids = stratified_split(labels, TEST_FRACTION, np.random.default_rng(SEED))
+        splits = []
+        for s, ids in enumerate((train_ids, test_ids)):
+            y = torch.as_tensor(labels[ids])
+            # Each modality draws from its own stream: its pool does not depend on M.
+            pools = {m.name: render(images8[ids], k, np.random.default_rng([SEED, s, k]))
+                     for k, m in enumerate(self._modalities)}
+            columns = group_by_class([y] * self.num_modalities, self.partners,
+                                     np.random.default_rng([SEED, s, self.num_modalities, self.partners]))
+            splits.append(Split(pools=pools, pool_labels={name: y for name in pools},
+                                index=torch.stack(columns, dim=1), labels=y[columns[0]]))
+        info = {"source_ids": {"train": source[train_ids].tolist(), "test": source[test_ids].tolist()},
+                "modalities": self.num_modalities, "styles": list(STYLES[:self.num_modalities]),
+                "partners": self.partners, "per_class": self.per_class, "seed": SEED, "version": VERSION}
+        return PairedData(*splits, info=info)
+
+
+@hookimpl
+def register_datasets(register):
+    register(PolyMNIST())
