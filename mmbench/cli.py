@@ -69,48 +69,12 @@ def _load(args):
 
 # ------------------------------------------------------------------------------ run
 def cmd_run(args) -> int:
-    from .device import resolve_device
-    from .results import comparison_table, find_runs
-    from .runner import HPARAMS, RunSpec, execute
+    from .grid import flags_of, resolve_settings, run_grid
 
+    settings = resolve_settings(flags_of(args), Path(args.config) if args.config else None)
     plugins = _load(args)
-    device = resolve_device(args.device)
-    # Resolve every name before any work, so a typo costs nothing.
-    options = dict(args.data_option or [])
-    if args.modalities is not None:
-        options["modalities"] = args.modalities
-    datasets = [plugins.datasets.get(d).configure(**options) for d in args.dataset]
-    posteriors = [plugins.posteriors.get(p) for p in args.posteriors]
-    if args.metrics:
-        for m in args.metrics:
-            plugins.metrics.get(m)
-    data_dir = Path(args.data_dir) if args.data_dir else _default_home() / "data"
-    cache_dir = _default_home() / "cache"
-    out = Path(args.out)
-    finished = []
-    for dataset in datasets:
-        data = None
-        for posterior in posteriors:
-            for seed in args.seeds:
-                hp = {k: getattr(args, k) for k in HPARAMS}
-                hp = {k: (dataset.defaults.get(k) if v is None and k != "estimator" else v) for k, v in hp.items()}
-                hp["eval_items"] = args.eval_items
-                missing = [k for k in HPARAMS if hp[k] is None and k != "estimator"]
-                if missing:
-                    raise MMBenchError(f"dataset '{dataset.name}' has no default for {', '.join(missing)}; pass --{missing[0].replace('_', '-')}")
-                spec = RunSpec(dataset.name, posterior.name, seed, hp, args.metrics, options)
-                run_dir = spec.directory(out)
-                print(f"[{dataset.name} / {posterior.name} / seed {seed}] -> {run_dir}", file=sys.stderr)
-                if data is None:
-                    data = dataset.load(data_dir).to(device)
-                info = execute(spec, plugins, out=out, data_dir=data_dir, cache_dir=cache_dir, device=device,
-                               progress=not args.quiet, data=data)
-                if info["status"] != "done":
-                    print(f"mmbench: run {run_dir} {info['status']}: {info.get('reason')}", file=sys.stderr)
-                finished.append(run_dir)
-    runs = [r for r in find_runs(out) if r.path in set(finished) and r.status == "done"]
-    print(comparison_table(runs))
-    return 0 if all((d / "metrics.jsonl").exists() for d in finished) else 1
+    return run_grid(settings, plugins, plugins_dir=args.plugins_dir, home=_default_home(),
+                    progress=not args.quiet, dry_run=args.dry_run)
 
 
 # ------------------------------------------------------------------------------ plugins
@@ -137,19 +101,20 @@ def _describe(kind: str, item) -> str:
         return f"{item.description}\n{'':<30}modalities: {mods}\n{'':<30}defaults: {defaults}"
     if kind == "posteriors":
         return f"{item.description} [estimators: {', '.join(item.estimators)}]"
+    if kind == "executors":
+        return item.description
     arrow = "↑" if item.higher_is_better else "↓"
     return f"{arrow} {item.criterion}: {item.description}"
 
 
 # ------------------------------------------------------------------------------ leaderboard
 def cmd_leaderboard(args) -> int:
-    from .results import comparison_table, find_runs
+    from .leaderboard import render, scan_runs
 
     root = Path(args.results)
     if not root.is_dir():
         raise MMBenchError(f"no results directory {root}; run `mmbench run` first or name the folder it wrote")
-    runs = [r for r in find_runs(root) if r.status == "done"]
-    print(comparison_table(runs))
+    print(render(scan_runs(root), args.format, provenance=args.provenance))
     return 0
 
 
@@ -160,13 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train and evaluate every (dataset, posterior, seed)")
-    run.add_argument("--dataset", type=_comma_list, default=["digits"], help="dataset name(s), comma-separated (default: digits)")
-    run.add_argument("--posteriors", type=_comma_list, default=["moe", "poe"], help="e.g. moe,poe")
+    run.add_argument("--config", metavar="GRID.toml", help="a TOML file describing the grid (flags given as well win)")
+    run.add_argument("--dataset", type=_comma_list, help="dataset name(s), comma-separated (default: digits)")
+    run.add_argument("--posteriors", type=_comma_list, help="e.g. moe,poe (default: moe,poe)")
     run.add_argument("--data-option", type=_option, action="append", metavar="KEY=VALUE",
                      help="a dataset option, e.g. partners=20 for digits (repeatable)")
     run.add_argument("--modalities", type=_positive_int, help="modality count, for datasets that take one")
-    run.add_argument("--seeds", type=_seeds, default=[0], help="e.g. 0,1,2")
-    run.add_argument("--metrics", type=_comma_list, default=None, help="metric families (default: all that apply)")
+    run.add_argument("--seeds", type=_seeds, help="e.g. 0,1,2 (default: 0)")
+    run.add_argument("--metrics", type=_comma_list, help="metric families (default: all that apply)")
     run.add_argument("--epochs", type=_positive_int)
     run.add_argument("--K", "-K", type=_positive_int, help="importance samples per expert")
     run.add_argument("--batch-size", type=_positive_int)
@@ -174,9 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lr", type=_positive_float)
     run.add_argument("--estimator", help="gradient estimator: dreg or iwae for the IWAE-type bounds")
     run.add_argument("--eval-items", type=_positive_int, help="test pairs used by cross coherence (default: all)")
-    run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    run.add_argument("--out", default=str(DEFAULT_OUT), help=f"results directory (default: {DEFAULT_OUT})")
+    run.add_argument("--device", help="auto (CUDA when present; the default), cpu, cuda, cuda:N")
+    run.add_argument("--out", help=f"results directory (default: {DEFAULT_OUT})")
     run.add_argument("--data-dir", help="where datasets live (default: $MMBENCH_HOME/data, ~/.cache/mmbench/data)")
+    run.add_argument("--executor", help="how cells run: local (the default) or ray; `mmbench plugins` lists them")
+    run.add_argument("--address", help="the Ray cluster to join (default: start a local one)")
+    run.add_argument("--workers", type=_positive_int, help="local worker processes (default: one per GPU when several, else 1)")
+    run.add_argument("--cpus-per-cell", type=_positive_float, help="CPUs a Ray task asks for (default: 1)")
+    run.add_argument("--gpus-per-cell", type=float, help="GPUs a Ray task asks for (default: 1 where the cluster has GPUs)")
+    run.add_argument("--dry-run", action="store_true", help="list the cells and their directories; run nothing")
     run.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     run.set_defaults(func=cmd_run)
 
@@ -185,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = sub.add_parser("leaderboard", help="tables from a results directory")
     board.add_argument("results", nargs="?", default=str(DEFAULT_OUT))
+    board.add_argument("--format", choices=("md", "csv", "latex"), default="md",
+                       help="md (default), csv (long: one row per dataset, posterior and metric) or latex")
+    board.add_argument("--provenance", action="store_true", help="end the md table with where the numbers came from")
     board.set_defaults(func=cmd_leaderboard)
     return parser
 

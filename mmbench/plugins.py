@@ -18,12 +18,14 @@ from types import ModuleType
 
 import pluggy
 
-from . import hookspecs
+from . import __version__, hookspecs
 from .errors import PluginError
 from .registry import Provenance, Registry
 
 ENV_FILTER = "MMBENCH_LOAD_PLUGINS"
-HOOKS = ("datasets", "posteriors", "metrics")
+HOOKS = ("datasets", "posteriors", "metrics", "executors")
+#: the core's own implementations, registered exactly like a plugin's (and never filtered out)
+DEFAULT_PLUGINS = ("mmbench.executors",)
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Plugins:
     datasets: Registry
     posteriors: Registry
     metrics: Registry
+    executors: Registry
     plugins: list[LoadedPlugin]
 
     @property
@@ -64,6 +67,8 @@ def _hook_names(module: object) -> list[str]:
 def _candidates(plugins_dir: str | os.PathLike | None):
     """Yield (provenance, loader) for every plugin to try, entry points first."""
     allowed = _allowed()
+    for module in DEFAULT_PLUGINS:
+        yield Provenance(module.rpartition(".")[2], "mmbench", __version__), (lambda m=module: importlib.import_module(m))
     for ep in sorted(entry_points(group="mmbench"), key=lambda e: e.name):
         dist = getattr(ep, "dist", None)
         dist_name = dist.metadata["Name"] if dist is not None else None
@@ -93,6 +98,7 @@ def _load_file(path: Path) -> ModuleType:
 def load_plugins(plugins_dir: str | os.PathLike | None = None) -> Plugins:
     """Load every plugin and collect what it registers. Never raises for a broken plugin."""
     from .api import Dataset, Metric, Posterior  # the base classes the registries check
+    from .executors import Executor
 
     pm = pluggy.PluginManager("mmbench")
     pm.add_hookspecs(hookspecs)
@@ -101,6 +107,7 @@ def load_plugins(plugins_dir: str | os.PathLike | None = None) -> Plugins:
         "datasets": Registry("datasets", Dataset),
         "posteriors": Registry("posteriors", Posterior),
         "metrics": Registry("metrics", Metric),
+        "executors": Registry("executors", Executor),
     }
     loaded: dict[str, LoadedPlugin] = {}
     for provenance, load in _candidates(plugins_dir):

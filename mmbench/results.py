@@ -5,6 +5,7 @@ status, times), ``metrics.jsonl`` (one row per metric value) and ``checkpoint.pt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -36,7 +37,15 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    """The rows, then their checksum beside them (``metrics.jsonl.sha256``): a file cut at a
+    line end still parses, but no longer matches it."""
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    atomic_write_text(path, text)
+    atomic_write_text(checksum_path(path), hashlib.sha256(text.encode("utf-8")).hexdigest() + "\n")
+
+
+def checksum_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".sha256")
 
 
 @dataclass
@@ -82,17 +91,8 @@ def find_runs(root: Path) -> list[RunRecord]:
 
 
 def comparison_table(runs: list[RunRecord]) -> str:
-    """One row per (dataset, posterior), one column per metric: mean (± std over seeds)."""
-    import pandas as pd
+    """One row per (dataset, posterior), one column per metric: mean (± std over seeds).
+    The leaderboard's markdown table (:func:`mmbench.leaderboard.render`): one implementation."""
+    from .leaderboard import render
 
-    rows = [{"dataset": r.info["spec"]["dataset"], "posterior": r.info["spec"]["posterior"],
-             "metric": m["metric"], "value": m["value"]} for r in runs for m in r.metrics]
-    if not rows:
-        return "(no finished runs)"
-    frame = pd.DataFrame(rows)
-    stats = frame.groupby(["dataset", "posterior", "metric"], sort=False)["value"].agg(["mean", "std", "count"])
-    cells = stats.apply(lambda s: f"{s['mean']:.3g}" + (f" ± {s['std']:.2g}" if s["count"] > 1 else ""), axis=1)
-    table = cells.unstack("metric")
-    metrics = list(dict.fromkeys(frame["metric"]))
-    table = table[[m for m in metrics if m in table.columns]]
-    return table.reset_index().to_markdown(index=False)
+    return render(runs, "md")

@@ -20,7 +20,8 @@ from .errors import MMBenchError
 from .evaluation import EvalContext
 from .model import MultimodalVAE
 from .results import SCHEMA_VERSION, atomic_write_json, read_json, write_metrics
-from .train import Diverged, TrainConfig, load_checkpoint, train
+from .integrity import resumable_checkpoint
+from .train import Diverged, TrainConfig, train
 
 HPARAMS = ("latent_dim", "K", "epochs", "batch_size", "lr", "estimator")
 
@@ -111,13 +112,7 @@ def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Pat
     cfg = TrainConfig(epochs=hp["epochs"], K=hp["K"], batch_size=hp["batch_size"], lr=hp["lr"],
                       estimator=hp["estimator"], seed=spec.seed)
     checkpoint = run_dir / "checkpoint.pt"
-    resume = None
-    try:
-        resume = load_checkpoint(checkpoint)
-    except MMBenchError as exc:
-        print(f"mmbench: warning: {exc}; training this run again from the start", file=sys.stderr)
-    if resume is not None and resume.get("config") != asdict(cfg):
-        resume = None  # a checkpoint of other settings is not ours to continue
+    resume = resumable_checkpoint(checkpoint, cfg, model)  # a bad or foreign one is named, set aside
     try:
         history = train(model, posterior, data.train, cfg, checkpoint=checkpoint, resume=resume, progress=progress)
     except Diverged as exc:

@@ -1,0 +1,211 @@
+"""Leaderboard tables from a results directory: one row per (dataset, posterior), one column
+per metric, mean ± std over seeds, the best value of each column (per dataset) in bold with
+↑/↓ from the metric's ``higher_is_better``. Failed, running, corrupt and missing runs stay
+visible: in the ``runs`` column, in cells that have no value, and in notes under the table.
+
+Formats: ``md`` (pipe table), ``latex`` (tabular) and ``csv`` (long:
+``dataset,posterior,metric,mean,std,n,unit,higher_is_better,status``; ``status`` is an
+addition to DESIGN.md's form so that failed and missing cells are rows there too).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+
+from .results import RunRecord, read_json, read_metrics
+
+FORMATS = ("md", "csv", "latex")
+
+
+def scan_runs(root: Path) -> list[RunRecord]:
+    """Every run directory below ``root``, broken ones included: a run whose files cannot be
+    trusted gets status ``corrupt`` and a reason naming the file."""
+    from .integrity import run_dir_problem
+
+    records = []
+    for info_path in sorted(Path(root).rglob("run.json")):
+        run_dir = info_path.parent
+        problem = run_dir_problem(run_dir)
+        if problem is not None:
+            info = read_json(info_path)
+            spec = info.get("spec") if isinstance(info, dict) and isinstance(info.get("spec"), dict) else _spec_from_path(run_dir)
+            reason = f"{problem[0].name} {problem[1]}"
+            records.append(RunRecord(run_dir, {"spec": spec, "status": "corrupt", "reason": reason}, []))
+            continue
+        info = read_json(info_path)
+        metrics = read_metrics(run_dir / "metrics.jsonl") if info["status"] == "done" else []
+        records.append(RunRecord(run_dir, info, metrics or []))
+    return records
+
+
+def _spec_from_path(run_dir: Path) -> dict:
+    """<out>/<dataset>/<posterior>/seed-<n>: what a run is, when its run.json cannot say."""
+    seed = run_dir.name.removeprefix("seed-")
+    return {"dataset": run_dir.parent.parent.name, "posterior": run_dir.parent.name,
+            "seed": int(seed) if seed.lstrip("-").isdigit() else seed}
+
+
+# ------------------------------------------------------------------------------ the numbers
+def _cells(records: list[RunRecord], expected=None):
+    """{(dataset, posterior): {seed: record or None (missing)}}, in grid order."""
+    cells: dict[tuple, dict] = {}
+    for spec in expected or []:
+        cells.setdefault((spec.dataset, spec.posterior), {})[spec.seed] = None
+    for r in records:
+        spec = r.info["spec"]
+        cells.setdefault((spec["dataset"], spec["posterior"]), {})[spec["seed"]] = r
+    if expected is None:  # a seed that one posterior of a dataset ran, every other one should have
+        seeds: dict[str, set] = {}
+        for (dataset, _), runs in cells.items():
+            seeds.setdefault(dataset, set()).update(runs)
+        for (dataset, _), runs in cells.items():
+            for seed in seeds[dataset] - set(runs):
+                runs[seed] = None
+    return cells
+
+
+def summarise(records: list[RunRecord], expected=None):
+    """(rows, metrics, notes): ``rows`` one dict per (dataset, posterior) with its run counts
+    and {metric: (mean, std, n)}; ``metrics`` {name: (unit, higher_is_better)} in first-seen
+    order; ``notes`` one line per run that did not finish."""
+    metrics: dict[str, tuple] = {}
+    rows, notes = [], []
+    for (dataset, posterior), runs in _cells(records, expected).items():
+        counts: dict[str, int] = {}
+        values: dict[str, list[float]] = {}
+        for seed in sorted(runs, key=str):
+            r = runs[seed]
+            status = "missing" if r is None else r.status
+            counts[status] = counts.get(status, 0) + 1
+            if status != "done":
+                where = f"{dataset}/{posterior}/seed-{seed}"
+                reason = "" if r is None else r.info.get("reason") or ""
+                if r is not None and r.info.get("last_finite_epoch") is not None:
+                    reason += f" (last finite epoch {r.info['last_finite_epoch']})"
+                notes.append(f"{where}: {status}" + (f": {reason}" if reason else ""))
+                continue
+            for m in r.metrics:
+                metrics.setdefault(m["metric"], (m.get("unit", ""), bool(m.get("higher_is_better", True))))
+                values.setdefault(m["metric"], []).append(float(m["value"]))
+        stats = {}
+        for name, vs in values.items():
+            finite = [v for v in vs if math.isfinite(v)]
+            mean = sum(finite) / len(finite) if finite else float("nan")
+            std = (math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
+                   if len(finite) > 1 else float("nan"))
+            stats[name] = (mean, std, len(finite))
+        rows.append({"dataset": dataset, "posterior": posterior, "counts": counts,
+                     "total": sum(counts.values()), "stats": stats})
+    return rows, metrics, notes
+
+
+def _best(rows, metrics) -> set[tuple]:
+    """(row index, metric) of the best mean per dataset and metric, where two rows or more compete."""
+    best = set()
+    for name, (_, higher) in metrics.items():
+        by_dataset: dict[str, list] = {}
+        for i, row in enumerate(rows):
+            if name in row["stats"] and math.isfinite(row["stats"][name][0]):
+                by_dataset.setdefault(row["dataset"], []).append((row["stats"][name][0], i))
+        for entries in by_dataset.values():
+            if len(entries) < 2:
+                continue
+            target = max(v for v, _ in entries) if higher else min(v for v, _ in entries)
+            best |= {(i, name) for v, i in entries if v == target}
+    return best
+
+
+def _status_word(counts: dict) -> str:
+    """'done' when every run finished, else e.g. '2 done, 1 failed'."""
+    if set(counts) == {"done"}:
+        return "done"
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: kv[0] != "done"))
+
+
+def _decimals(value: float) -> int:
+    """Three significant digits, never scientific notation."""
+    if not math.isfinite(value) or value == 0:
+        return 2
+    return min(6, max(0, 2 - math.floor(math.log10(abs(value)))))
+
+
+# ------------------------------------------------------------------------------ the formats
+def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance: bool = False) -> str:
+    """The leaderboard of ``records`` in ``fmt``; ``expected`` (run specs) makes cells that
+    have no run directory yet show as missing."""
+    if fmt not in FORMATS:
+        from .errors import MMBenchError
+
+        raise MMBenchError(f"unknown leaderboard format '{fmt}'; use one of {', '.join(FORMATS)}")
+    rows, metrics, notes = summarise(records, expected)
+    if not rows:
+        return "(no runs)" if fmt != "csv" else _csv([], metrics)
+    if fmt == "csv":
+        return _csv(rows, metrics)
+    best = _best(rows, metrics)
+    latex = fmt == "latex"
+    esc = _latex_escape if latex else (lambda s: s)
+    pm, up, down = (r" $\pm$ ", r"$\uparrow$", r"$\downarrow$") if latex else (" ± ", "↑", "↓")
+    bold = (lambda s: rf"\textbf{{{s}}}") if latex else (lambda s: f"**{s}**")
+    headers = ["dataset", "posterior", "runs"] + [f"{esc(m)} {up if hib else down}" for m, (_, hib) in metrics.items()]
+    table = []
+    for i, row in enumerate(rows):
+        done = row["counts"].get("done", 0)
+        runs = f"{done}/{row['total']}" + ("" if done == row["total"] else f" ({_status_word(row['counts'])})")
+        line = [esc(row["dataset"]), esc(row["posterior"]), runs]
+        for name in metrics:
+            if name not in row["stats"]:
+                line.append("—" if done else max(row["counts"], key=row["counts"].get))  # e.g. failed, missing
+                continue
+            mean, std, n = row["stats"][name]
+            d = _decimals(mean)
+            text = f"{mean:.{d}f}" + (f"{pm}{std:.{d}f}" if n > 1 else "") + (f" (n={n})" if n != done else "")
+            line.append(bold(text) if (i, name) in best else text)
+        table.append(line)
+    from tabulate import tabulate
+
+    text = tabulate(table, headers=headers, tablefmt="latex_raw" if latex else "pipe", disable_numparse=True,
+                    colalign=["left"] * 3 + ["right"] * len(metrics))
+    lines = [text]
+    if notes:
+        lines += ["", *(f"% {esc(n)}" if latex else f"- {n}" for n in notes)]
+    if provenance and not latex:
+        lines += ["", _provenance(records)]
+    return "\n".join(lines)
+
+
+def _csv(rows, metrics) -> str:
+    import pandas as pd
+
+    out = []
+    for row in rows:
+        status = _status_word(row["counts"])
+        for name, (unit, hib) in metrics.items():
+            if name in row["stats"]:
+                mean, std, n = row["stats"][name]
+                out.append([row["dataset"], row["posterior"], name, mean, std if n > 1 else None, n, unit, hib, status])
+        if not row["stats"]:  # nothing finished: the cell still has its row
+            out.append([row["dataset"], row["posterior"], "", None, None, 0, "", None, status])
+    columns = ["dataset", "posterior", "metric", "mean", "std", "n", "unit", "higher_is_better", "status"]
+    buffer = io.StringIO()
+    pd.DataFrame(out, columns=columns).to_csv(buffer, index=False, float_format="%.6g", lineterminator="\n")
+    return buffer.getvalue().rstrip("\n")
+
+
+def _latex_escape(text: str) -> str:
+    return re.sub(r"([_%&#$])", r"\\\1", str(text))
+
+
+def _provenance(records: list[RunRecord]) -> str:
+    """One line of where the numbers came from, read from the runs' run.json."""
+    done = [r for r in records if r.status == "done"]
+    def values(key):
+        return sorted({str(r.info.get("provenance", {}).get(key)) for r in done if r.info.get("provenance")})
+    hours = sum(r.info.get("train_s", 0) + r.info.get("eval_s", 0) for r in done) / 3600
+    return (f"{len(done)} finished runs of {len(records)}; mmbench {', '.join(values('mmbench'))}, "
+            f"torch {', '.join(values('torch'))} on {', '.join(values('device'))} "
+            f"({', '.join(values('device_name'))}); git {', '.join(c[:12] for c in values('git_commit'))}; "
+            f"{hours:.2f} h of training and evaluation.")

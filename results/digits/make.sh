@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Makes results/digits/LEADERBOARD.md and LEADERBOARD.csv from a real run of grid.toml.
+# Interrupt it at will: run it again and it resumes (finished cells are skipped, the cell
+# that was cut off continues from its last epoch). Extra arguments go to `mmbench run`,
+# e.g. ./results/digits/make.sh --executor ray
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+command="mmbench run --config results/digits/grid.toml $*"
+$command
+status=$?  # 1: some cell failed; its row says so, the tables are still made
+if [ "$status" -gt 1 ]; then exit "$status"; fi
+{
+  echo "# digits leaderboard"
+  echo
+  echo "Made by \`results/digits/make.sh\` (\`$command\`, then \`mmbench leaderboard results/digits/runs\`)"
+  echo "on $(date -u +%Y-%m-%d), $(uname -srm), $(nproc) CPU cores."
+  echo "Mean ± std over seeds; best per column in bold; ↑/↓: higher/lower is better."
+  echo
+  mmbench leaderboard results/digits/runs --provenance
+} > results/digits/LEADERBOARD.md
+mmbench leaderboard results/digits/runs --format csv > results/digits/LEADERBOARD.csv
+echo "wrote results/digits/LEADERBOARD.md and results/digits/LEADERBOARD.csv" >&2
+exit "$status"
