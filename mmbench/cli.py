@@ -73,8 +73,48 @@ def cmd_run(args) -> int:
 
     settings = resolve_settings(flags_of(args), Path(args.config) if args.config else None)
     plugins = _load(args)
+    if args.download and not args.dry_run:
+        _download(settings, plugins)
     return run_grid(settings, plugins, plugins_dir=args.plugins_dir, home=_default_home(),
                     progress=not args.quiet, dry_run=args.dry_run)
+
+
+def _download(settings, plugins) -> None:
+    """--download: fetch each dataset of the grid into the data directory once, before any cell
+    runs, so that the cells (in this process, pool workers or Ray tasks) only read."""
+    from .grid import expand
+
+    data_dir = Path(settings.get("data_dir") or _default_home() / "data")
+    fetched = set()
+    for spec in expand(settings, plugins):
+        key = (spec.dataset, tuple(sorted(spec.dataset_options.items())))
+        if key not in fetched:
+            fetched.add(key)
+            print(f"[{spec.dataset}] fetching what is missing into {data_dir}", file=sys.stderr)
+            plugins.datasets.get(spec.dataset).configure(**spec.dataset_options).load(data_dir, download=True)
+
+
+# ------------------------------------------------------------------------------ evaluate
+def cmd_evaluate(args) -> int:
+    from .device import resolve_device
+    from .reevaluate import reevaluate
+
+    plugins = _load(args)
+    settings = {k: getattr(args, k) for k in ("loglik_samples", "loglik_items") if getattr(args, k) is not None}
+    data_dir = Path(args.data_dir) if args.data_dir else _default_home() / "data"
+    info, rows = reevaluate(Path(args.run_dir), plugins, metrics=args.metrics, settings=settings,
+                            data_dir=data_dir, cache_dir=_default_home() / "cache", device=resolve_device(args.device))
+    for name, reason in sorted(info.get("skipped_metrics", {}).items()):
+        print(f"mmbench: skipped {name}: {reason}", file=sys.stderr)
+    print(f"{args.run_dir}: {len(rows)} metric values evaluated, metrics.jsonl rewritten")
+    return 0
+
+
+def _add_loglik_options(parser) -> None:
+    parser.add_argument("--loglik-samples", type=_positive_int,
+                        help="importance samples per log-likelihood estimate (default: 1000, as MMVAE Table 3)")
+    parser.add_argument("--loglik-items", type=_positive_int,
+                        help="fixed test pairs the log-likelihoods are estimated on (default: 100)")
 
 
 # ------------------------------------------------------------------------------ plugins
@@ -140,9 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lr", type=_positive_float)
     run.add_argument("--estimator", help="gradient estimator: dreg or iwae for the IWAE-type bounds")
     run.add_argument("--eval-items", type=_positive_int, help="test pairs used by cross coherence (default: all)")
+    _add_loglik_options(run)
     run.add_argument("--device", help="auto (CUDA when present; the default), cpu, cuda, cuda:N")
     run.add_argument("--out", help=f"results directory (default: {DEFAULT_OUT})")
     run.add_argument("--data-dir", help="where datasets live (default: $MMBENCH_HOME/data, ~/.cache/mmbench/data)")
+    run.add_argument("--download", action="store_true",
+                     help="fetch datasets that are missing from --data-dir (where the dataset can be fetched)")
     run.add_argument("--executor", help="how cells run: local (the default) or ray; `mmbench plugins` lists them")
     run.add_argument("--address", help="the Ray cluster to join (default: start a local one)")
     run.add_argument("--workers", type=_positive_int, help="local worker processes (default: one per GPU when several, else 1)")
@@ -155,12 +198,25 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list loaded plugins and what they registered")
     plugins.set_defaults(func=cmd_plugins)
 
+    evaluate = sub.add_parser("evaluate", help="evaluate a finished run again from its checkpoint, without training")
+    evaluate.add_argument("run_dir", help="a run directory (the one holding run.json and checkpoint.pt)")
+    evaluate.add_argument("--metrics", type=_comma_list, default=None,
+                          help="metric families to evaluate again (default: all that apply); other rows are kept")
+    _add_loglik_options(evaluate)
+    evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    evaluate.add_argument("--data-dir", help="where datasets live (default: $MMBENCH_HOME/data)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
     board = sub.add_parser("leaderboard", help="tables from a results directory")
     board.add_argument("results", nargs="?", default=str(DEFAULT_OUT))
     board.add_argument("--format", choices=("md", "csv", "latex"), default="md",
                        help="md (default), csv (long: one row per dataset, posterior and metric) or latex")
     board.add_argument("--provenance", action="store_true", help="end the md table with where the numbers came from")
     board.set_defaults(func=cmd_leaderboard)
+
+    from .cost_command import add_parser as add_cost_parser
+
+    add_cost_parser(sub, _positive_int, _comma_list)
     return parser
 
 

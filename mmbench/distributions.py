@@ -26,14 +26,18 @@ def log_mean_exp(x: Tensor, dim) -> Tensor:
 
 def laplace_log_prob(x: Tensor, loc: Tensor, scale: Tensor | float) -> Tensor:
     """Elementwise log-density of Laplace(loc, scale) at x (no reduction)."""
-    scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)
-    return -torch.log(2 * scale) - (x - loc).abs() / scale
+    return -_log(2 * scale) - (x - loc).abs() / scale
 
 
 def normal_log_prob(x: Tensor, loc: Tensor, scale: Tensor | float) -> Tensor:
     """Elementwise log-density of Normal(loc, scale) at x (no reduction)."""
-    scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)
-    return -0.5 * ((x - loc) / scale) ** 2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)
+    return -0.5 * ((x - loc) / scale) ** 2 - _log(scale) - 0.5 * math.log(2 * math.pi)
+
+
+def _log(value: Tensor | float):
+    """log of a tensor, or of a fixed scale kept a Python number: a tensor made from a float
+    on an accelerator would be a host-to-device copy (and a sync) in every training step."""
+    return torch.log(value) if isinstance(value, Tensor) else math.log(value)
 
 
 class LatentFamily:

@@ -45,10 +45,15 @@ class PoE(Posterior):
         subsets = training_subsets(len(xs), locs.device)  # [S, M]
         loc_s, scale_s = product_of_experts(locs, scales, subsets.T)  # [S, B, D]
         z = self.family.rsample(loc_s, scale_s, K).transpose(0, 1)  # [S, K, B, D]
-        recon = torch.zeros(z.shape[:-1], device=z.device, dtype=z.dtype)
+        # Which subsets contain d is known on the host (no device sync); one decoder call per d.
+        members = training_subsets(len(xs)).T.tolist()  # [M][S]
+        recon = [0.0] * z.shape[0]
         for d, (x, weight) in enumerate(zip(xs, model.weights)):
-            rows = subsets[:, d].nonzero().squeeze(1)  # the subsets that contain d: one decoder call
-            recon = recon.index_add(0, rows, weight * model.log_likelihood(d, z[rows], x))
+            rows = [s for s, member in enumerate(members[d]) if member]
+            loglik = weight * model.log_likelihood(d, torch.stack([z[s] for s in rows]), x)
+            for i, s in enumerate(rows):
+                recon[s] = recon[s] + loglik[i]
+        recon = torch.stack(recon)  # [S, K, B]
         prior_loc, prior_scale = model.prior_params()
         elbos = recon.mean(1) - normal_kl(loc_s, scale_s, prior_loc, prior_scale)  # [S, B]
         passes = (model.latents_decoded - before) / (K * xs[0].shape[0])

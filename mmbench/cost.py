@@ -1,0 +1,322 @@
+"""The cost of one training step against the number of modalities M (and K, batch size):
+time, decoder passes counted, peak memory, FLOPs, and the share of the machine's own matmul
+throughput that a step achieves.
+
+The MMVAE paper (Shi et al., NeurIPS 2019, §3 and Appendix B) says the stratified bound of
+Eq. 3 needs M² decoder passes and that the importance-sampled ELBO is linear in M; this
+module measures both on synthetic tensors shaped by a dataset's modalities (no data is
+loaded), fits the growth exponent of time against M by least squares on log-log axes, and
+sets it beside each posterior's declared cost model, ``Posterior.decoder_passes(M)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import math
+import os
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .errors import MMBenchError
+from .model import MultimodalVAE
+from .results import atomic_write_bytes
+from .train import make_optimizer
+
+
+@dataclass
+class StepCost:
+    """One (posterior, M, K, batch) cell: a training step measured."""
+
+    posterior: str
+    sweep: str  # which axis this cell belongs to: "M", "K" or "batch"
+    M: int
+    K: int
+    batch: int
+    median_ms: float
+    q1_ms: float
+    q3_ms: float
+    repeats: int
+    passes_counted: float
+    passes_declared: int
+    peak_mb: float
+    memory: str  # how peak memory was measured
+    gflop: float  # one step, forward + backward (matmuls and convolutions)
+    gemm_fraction: float  # (gflop / time) / the large GEMM's rate in this process
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------ the step itself
+def synthetic_batch(model: MultimodalVAE, batch: int, seed: int = 0) -> list[torch.Tensor]:
+    """A batch per modality, shaped and typed as real data: each decoder's mean output for
+    random latents (images in [0, 1], tokens as int64), made on the model's device."""
+    device = next(model.parameters()).device
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    z = torch.randn(batch, model.latent_dim, generator=g).to(device)
+    with torch.no_grad():
+        return [m.decode_mean(dec(z)).detach() for m, dec in zip(model.modalities, model.decoders)]
+
+
+def autocast_for(device: torch.device, precision: str):
+    """bf16 autocast on an accelerator when asked; fp32 otherwise."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def compile_networks(model: MultimodalVAE) -> None:
+    """torch.compile each encoder and decoder in place (the objective's Python, with its DReG
+    hooks and counters, stays eager; the networks are where the FLOPs are)."""
+    for nets in (model.encoders, model.decoders):
+        for i, net in enumerate(nets):
+            nets[i] = torch.compile(net)
+
+
+def make_step(posterior, model, xs, K: int, estimator: str, precision: str = "fp32"):
+    """A closure running one training step: objective, backward, Adam update. It reads no
+    value back to the host, so on an accelerator it only queues work."""
+    device = xs[0].device
+    optimizer = make_optimizer(model, 1e-3)
+
+    def step():
+        with autocast_for(device, precision):
+            result = posterior.objective(model, xs, K, estimator)
+        optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        optimizer.step()
+        return result
+
+    return step
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_step(step, device: torch.device, repeats: int, warmup: int) -> list[float]:
+    """Wall seconds of each of ``repeats`` steps after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+try:
+    _PAGE = os.sysconf("SC_PAGE_SIZE")
+except (ValueError, OSError, AttributeError):
+    _PAGE = 4096
+
+
+def _malloc_trim() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def peak_memory(step, device: torch.device) -> tuple[float, str]:
+    """Peak memory of one step above what was held before it, in MB, and how it was measured:
+    CUDA's max_memory_allocated on a GPU; on the CPU the resident set size sampled every
+    millisecond by a thread (after malloc_trim, so freed heap is returned first) — an
+    upper-bound-ish estimate that includes allocator slack."""
+    if device.type == "cuda":
+        _sync(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        _sync(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20, "cuda max_memory_allocated"
+    try:
+        _rss_bytes()
+    except OSError:
+        step()
+        return float("nan"), "unavailable (no /proc)"
+    _malloc_trim()
+    before = _rss_bytes()
+    peak, done = [before], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        step()
+    finally:
+        done.set()
+        sampler.join()
+    peak[0] = max(peak[0], _rss_bytes())
+    return (peak[0] - before) / 2**20, "cpu RSS delta (1 ms sampling)"
+
+
+def step_flops(step) -> tuple[float, object]:
+    """FLOPs of one step (forward + backward), as torch's FlopCounterMode counts them:
+    matmuls and convolutions, which are where nearly all of a step's arithmetic is — and
+    the step's result."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        result = step()
+    return float(counter.get_total_flops()), result
+
+
+def gemm_rate(device: torch.device, precision: str, size: int | None = None, repeats: int = 5) -> float:
+    """FLOP/s of a large square matmul on this device, in the step's precision."""
+    size = size or (8192 if device.type == "cuda" else 1536)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    times = time_step(lambda: a @ b, device, repeats, warmup=2)
+    return 2 * size**3 / statistics.median(times)
+
+
+# ------------------------------------------------------------------ a grid of cells
+def growth_exponent(xs, ys) -> float:
+    """The least-squares slope of log y against log x: y ∝ x^slope."""
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if x > 0 and y > 0]
+    if len(pts) < 2:
+        return float("nan")
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx else float("nan")
+
+
+def measure(dataset, posterior, *, M: int, K: int, batch: int, latent_dim: int, device: torch.device,
+            sweep: str = "M", repeats: int = 5, warmup: int = 1, precision: str = "fp32",
+            compile: bool = False, estimator: str | None = None, gemm: float | None = None,
+            seed: int = 0) -> StepCost:
+    """Measure one training step of ``posterior`` on ``dataset`` configured with M modalities."""
+    modalities = dataset.configure(modalities=M).modalities
+    torch.manual_seed(seed)
+    model = MultimodalVAE(modalities, latent_dim, posterior.family).to(device)
+    xs = synthetic_batch(model, batch, seed)
+    if compile:
+        compile_networks(model)
+    step = make_step(posterior, model, xs, K, estimator or posterior.estimators[0], precision)
+    times = time_step(step, device, repeats, warmup)
+    peak, how = peak_memory(step, device)
+    flops, result = step_flops(step)
+    median = statistics.median(times)
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (median,) * 3
+    return StepCost(posterior.name, sweep, M, K, batch, 1000 * median, 1000 * q1, 1000 * q3, len(times),
+                    float(result.decoder_passes), posterior.decoder_passes(len(modalities)), peak, how,
+                    flops / 1e9, (flops / median) / gemm if gemm else float("nan"))
+
+
+def run_grid(dataset, posteriors, *, modalities, K: int, batch: int, latent_dim: int, device,
+             Ks=(), batches=(), progress=None, **kw) -> list[StepCost]:
+    """Every posterior against M (at K, batch), then against K and batch size at the first M."""
+    cells = []
+    plan = [("M", M, K, batch) for M in modalities]
+    plan += [("K", modalities[0], k, batch) for k in Ks]
+    plan += [("batch", modalities[0], K, b) for b in batches]
+    for posterior in posteriors:
+        for sweep, M, k, b in plan:
+            cell = measure(dataset, posterior, M=M, K=k, batch=b, latent_dim=latent_dim, device=device,
+                           sweep=sweep, **kw)
+            cells.append(cell)
+            if progress:
+                progress(cell)
+    return cells
+
+
+def exponents(cells: list[StepCost]) -> list[dict]:
+    """Per posterior and sweep: the fitted exponents of time (and counted passes) against the
+    swept variable, and the declared cost model's own exponent over the same M."""
+    out = []
+    for name in dict.fromkeys(c.posterior for c in cells):
+        for sweep in ("M", "K", "batch"):
+            sel = [c for c in cells if c.posterior == name and c.sweep == sweep]
+            if len(sel) < 2:
+                continue
+            x = [getattr(c, sweep) for c in sel]
+            row = {"posterior": name, "against": sweep, "range": f"{min(x)}..{max(x)}",
+                   "time_exponent": growth_exponent(x, [c.median_ms for c in sel])}
+            if sweep == "M":
+                row["passes_exponent"] = growth_exponent(x, [c.passes_counted for c in sel])
+                row["declared_exponent"] = growth_exponent(x, [c.passes_declared for c in sel])
+            out.append(row)
+    return out
+
+
+# ------------------------------------------------------------------ reporting
+def _fmt(value, digits=2):
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def cells_table(cells: list[StepCost]) -> str:
+    """A markdown table, one row per measured cell."""
+    head = ("| posterior | sweep | M | K | batch | step ms (median) | IQR ms | passes counted | "
+            "passes declared | peak MB | GFLOP | % GEMM |")
+    lines = [head, "|" + "---|" * 12]
+    for c in cells:
+        lines.append(f"| {c.posterior} | {c.sweep} | {c.M} | {c.K} | {c.batch} | {c.median_ms:.1f} | "
+                     f"{c.q1_ms:.1f}–{c.q3_ms:.1f} | {c.passes_counted:g} | {c.passes_declared} | "
+                     f"{_fmt(c.peak_mb, 1)} | {c.gflop:.2f} | {_fmt(100 * c.gemm_fraction, 1)} |")
+    return "\n".join(lines)
+
+
+def exponents_table(rows: list[dict]) -> str:
+    lines = ["| posterior | against | range | time exponent | counted-passes exponent | declared exponent |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['posterior']} | {r['against']} | {r['range']} | {_fmt(r['time_exponent'])} | "
+                     f"{_fmt(r.get('passes_exponent'))} | {_fmt(r.get('declared_exponent'))} |")
+    return "\n".join(lines)
+
+
+def plot(cells: list[StepCost], path) -> None:
+    """Log-log plots of step time against M (with each declared cost model, scaled to the
+    first point, dashed), K and batch size; written as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweeps = [s for s in ("M", "K", "batch") if sum(c.sweep == s for c in cells) > 1 or s == "M"]
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(5 * len(sweeps), 4), squeeze=False)
+    for ax, sweep in zip(axes[0], sweeps):
+        for i, name in enumerate(dict.fromkeys(c.posterior for c in cells)):
+            sel = sorted((c for c in cells if c.posterior == name and c.sweep == sweep), key=lambda c: getattr(c, sweep))
+            if not sel:
+                continue
+            x = [getattr(c, sweep) for c in sel]
+            colour = f"C{i}"
+            ax.errorbar(x, [c.median_ms for c in sel], fmt="o-", color=colour, label=name,
+                        yerr=[[c.median_ms - c.q1_ms for c in sel], [c.q3_ms - c.median_ms for c in sel]])
+            if sweep == "M":
+                scale = sel[0].median_ms / sel[0].passes_declared
+                ax.plot(x, [scale * c.passes_declared for c in sel], "--", color=colour, alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel({"M": "modalities M", "K": "samples K", "batch": "batch size"}[sweep])
+        ax.set_ylabel("training step (ms)")
+        ax.set_title(f"step time against {sweep}" + (" (dashed: declared passes)" if sweep == "M" else ""))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+

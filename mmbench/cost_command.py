@@ -1,0 +1,98 @@
+"""``mmbench cost``: its arguments and what it does with them (the measuring is mmbench.cost)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .errors import MMBenchError
+
+DEFAULT_OUT = Path("results/cost")
+
+
+def add_parser(sub, positive_int, comma_list) -> None:
+    cost = sub.add_parser("cost", help="time one training step against M (and K, batch size): M² against linear")
+    cost.add_argument("--dataset", default="polymnist", help="a dataset taking a `modalities` option (default: polymnist)")
+    cost.add_argument("--posteriors", type=comma_list, default=["moe", "moe-tight", "is-elbo", "poe"])
+    cost.add_argument("--modalities", default="2..8", help="M values: a range 2..8 or a list 2,4,8 (default 2..8)")
+    cost.add_argument("--K", "-K", type=positive_int, default=5, help="importance samples per expert (default 5)")
+    cost.add_argument("--batch-size", type=positive_int, default=32, help="default 32")
+    cost.add_argument("--latent-dim", type=positive_int, help="default: the dataset's")
+    cost.add_argument("--Ks", default="", help="also sweep K at the first M, e.g. 1,5,30")
+    cost.add_argument("--batch-sizes", default="", help="also sweep the batch size at the first M, e.g. 16,64,128")
+    cost.add_argument("--repeats", type=positive_int, default=5, help="timed steps per cell (default 5)")
+    cost.add_argument("--warmup", type=int, default=1, help="untimed steps per cell first (default 1)")
+    cost.add_argument("--estimator", help="gradient estimator (default: each posterior's own)")
+    cost.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    cost.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                      help="auto: bf16 autocast on CUDA, fp32 on the CPU")
+    cost.add_argument("--compile", action="store_true", help="torch.compile the encoders and decoders")
+    cost.add_argument("--threads", type=positive_int, help="CPU threads (torch.set_num_threads)")
+    cost.add_argument("--gemm-size", type=positive_int, help="side of the reference matmul (default 8192 on CUDA, 1536 on CPU)")
+    cost.add_argument("--out", default=str(DEFAULT_OUT), help=f"where cost.json/.md/.png go (default {DEFAULT_OUT})")
+    cost.set_defaults(func=run)
+
+
+def parse_range(text: str) -> list[int]:
+    """'2..8' or '2,4,8' -> a list of ints; raises MMBenchError on anything else."""
+    try:
+        if ".." in text:
+            lo, hi = (int(t) for t in text.split(".."))
+            values = list(range(lo, hi + 1))
+        else:
+            values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise MMBenchError(f"expected a range like 2..8 or a list like 2,4,8 of positive integers, got '{text}'")
+    return values
+
+
+def run(args) -> int:
+    modalities = parse_range(args.modalities)
+    Ks = parse_range(args.Ks) if args.Ks else []
+    batches = parse_range(args.batch_sizes) if args.batch_sizes else []
+    if args.warmup < 0:
+        raise MMBenchError(f"--warmup must be 0 or more, got {args.warmup}")
+
+    import torch
+
+    from . import cost
+    from .cli import _load
+    from .device import resolve_device
+    from .results import atomic_write_json, atomic_write_text
+
+    plugins = _load(args)
+    dataset = plugins.datasets.get(args.dataset)
+    posteriors = [plugins.posteriors.get(p) for p in args.posteriors]
+    for M in modalities:
+        dataset.configure(modalities=M)  # a dataset without the option, or an M it refuses, fails here
+    device = resolve_device(args.device)
+    precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    latent_dim = args.latent_dim or dataset.defaults.get("latent_dim", 20)
+    gemm = cost.gemm_rate(device, precision, args.gemm_size)
+    print(f"mmbench cost: {dataset.name}, {device}, {precision}{', compiled' if args.compile else ''}, "
+          f"{torch.get_num_threads()} threads; large GEMM {gemm / 1e9:.1f} GFLOP/s", file=sys.stderr)
+
+    def progress(c):
+        print(f"  {c.posterior:<10} M={c.M} K={c.K} batch={c.batch}: {c.median_ms:.1f} ms, "
+              f"{c.passes_counted:g} passes", file=sys.stderr)
+
+    cells = cost.run_grid(dataset, posteriors, modalities=modalities, K=args.K, batch=args.batch_size,
+                          latent_dim=latent_dim, device=device, Ks=Ks, batches=batches, progress=progress,
+                          repeats=args.repeats, warmup=args.warmup, precision=precision, compile=args.compile,
+                          estimator=args.estimator, gemm=gemm)
+    fits = cost.exponents(cells)
+    text = f"{cost.cells_table(cells)}\n\n{cost.exponents_table(fits)}\n"
+    print(text)
+    out = Path(args.out)
+    machine = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "precision": precision,
+               "compile": args.compile, "gemm_gflops": gemm / 1e9, "command": " ".join(["mmbench", *sys.argv[1:]])}
+    atomic_write_json(out / "cost.json", {"machine": machine, "cells": [c.row() for c in cells], "exponents": fits})
+    atomic_write_text(out / "cost.md", text)
+    cost.plot(cells, out / "cost.png")
+    print(f"wrote {out / 'cost.json'}, {out / 'cost.md'}, {out / 'cost.png'}", file=sys.stderr)
+    return 0
