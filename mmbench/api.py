@@ -49,6 +49,12 @@ class Modality:
         """A single item as a person sees it: an [H, W, 3] uint8 array or a string."""
         raise NotImplementedError
 
+    def features(self, x: Tensor) -> Tensor | None:
+        """A fixed feature map x[B, *shape] -> [B, F] for image–language CCA (MMVAE Table 4
+        uses ResNet-101 features for CUB images), or None when the metric should use the
+        flattened observation itself."""
+        return None
+
     def describe(self) -> str:
         return f"{self.name} {tuple(self.shape)}"
 
@@ -169,6 +175,8 @@ class Posterior:
 class MetricValue:
     name: str
     value: float
+    #: how the value was obtained (e.g. items and samples of an estimate), kept beside it
+    details: dict | None = None
 
 
 class Metric:

@@ -24,6 +24,8 @@ from .integrity import resumable_checkpoint
 from .train import Diverged, TrainConfig, train
 
 HPARAMS = ("latent_dim", "K", "epochs", "batch_size", "lr", "estimator")
+#: evaluation settings a run records beside its hyper-parameters (see EvalContext.options)
+EVAL_OPTIONS = ("eval_items", "loglik_samples", "loglik_items")
 
 
 @dataclass
@@ -119,26 +121,21 @@ def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Pat
         info.update(status="failed", reason=f"diverged: {exc}", last_finite_epoch=exc.last_finite_epoch, finished=_now())
         atomic_write_json(info_path, info)
         return info
+    except Exception as exc:  # a plugin's objective or network raised: name it, keep the grid going
+        traceback.print_exc(file=sys.stderr)
+        info.update(status="failed", finished=_now(), reason=(
+            f"training raised {type(exc).__name__}: {exc} (posterior '{posterior.name}' of "
+            f"{plugins.posteriors.provenance(posterior.name)}, dataset '{dataset.name}' of "
+            f"{plugins.datasets.provenance(spec.dataset)})"))
+        atomic_write_json(info_path, info)
+        return info
     train_s = sum(h["seconds"] for h in history)  # counts the epochs of an interrupted session too
 
     model.eval()
     ctx = EvalContext(dataset=dataset, data=data, model=model, posterior=posterior, device=device,
-                      seed=spec.seed, cache_dir=cache_dir, options={"eval_items": hp.get("eval_items")})
-    rows, skipped = [], {}
+                      seed=spec.seed, cache_dir=cache_dir, options=eval_options(hp), run_dir=run_dir)
     t1 = time.perf_counter()
-    for metric in metrics:
-        torch.manual_seed(spec.seed)
-        reason = metric.skip_reason(ctx)
-        if reason:
-            skipped[metric.name] = reason
-            continue
-        try:
-            values = list(metric.evaluate(ctx))
-        except Exception as exc:  # one broken metric must not lose the trained run
-            skipped[metric.name] = f"raised {type(exc).__name__}: {exc}"
-            traceback.print_exc(file=sys.stderr)
-            continue
-        rows += [_row(metric, v.name, v.value) for v in values]
+    rows, skipped = evaluate_metrics(ctx, metrics, plugins)
     cost = _cost_rows(history, train_s)
     rows += cost
     write_metrics(run_dir / "metrics.jsonl", rows)
@@ -148,9 +145,42 @@ def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Pat
     return info
 
 
-def _row(metric, name: str, value: float) -> dict:
-    return {"metric": name, "value": float(value), "family": metric.name, "criterion": metric.criterion,
-            "higher_is_better": metric.higher_is_better, "unit": metric.unit}
+def eval_options(hp: dict) -> dict:
+    """The settings metrics read from ``EvalContext.options`` (None: the metric's default)."""
+    return {k: hp.get(k) for k in EVAL_OPTIONS}
+
+
+def evaluate_metrics(ctx: EvalContext, metrics, plugins=None) -> tuple[list[dict], dict]:
+    """Every metric on ctx: (metrics.jsonl rows, {metric: why it was skipped}). A metric that
+    cannot apply, or raises, is recorded as skipped; it never loses the trained run. With
+    ``plugins``, a metric that raises is named with the plugin and distribution it came from."""
+    rows, skipped = [], {}
+    for metric in metrics:
+        torch.manual_seed(ctx.seed)
+        reason = metric.skip_reason(ctx)
+        if reason:
+            skipped[metric.name] = reason
+            continue
+        try:
+            values = list(metric.evaluate(ctx))
+        except Exception as exc:  # one broken metric must not lose the trained run
+            skipped[metric.name] = f"raised {type(exc).__name__}: {exc}"
+            traceback.print_exc(file=sys.stderr)
+            if plugins is not None and metric.name in plugins.metrics:
+                origin = plugins.metrics.provenance(metric.name)
+                skipped[metric.name] += f" (metric '{metric.name}' of {origin})"
+                print(f"mmbench: warning: metric '{metric.name}' of {origin} raised {type(exc).__name__}: {exc}; "
+                      f"its values are left out (MMBENCH_LOAD_PLUGINS=-{origin.plugin} leaves the plugin out)",
+                      file=sys.stderr)
+            continue
+        rows += [_row(metric, v.name, v.value, v.details) for v in values]
+    return rows, skipped
+
+
+def _row(metric, name: str, value: float, details: dict | None = None) -> dict:
+    row = {"metric": name, "value": float(value), "family": metric.name, "criterion": metric.criterion,
+           "higher_is_better": metric.higher_is_better, "unit": metric.unit}
+    return {**row, "details": details} if details else row
 
 
 def _cost_rows(history: list[dict], train_s: float) -> list[dict]:

@@ -1,0 +1,107 @@
+"""Log-likelihoods and synergy (MMVAE §4, Table 3) as a metric.
+
+For every modality m, and every pair {m, n} of modalities (in the dataset's order), each an
+IWAE estimate of 1,000 samples (``--loglik-samples``) averaged over a fixed subset of the test
+pairs (``--loglik-items``, default 100, the same subset for every run), unweighted (λ = 1), in
+nats. The notation reads ``loglik[<target>|<observed>]``: log p(x_target) estimated with the
+joint posterior given the observed modalities as the proposal.
+
+- ``loglik[m,n]``      log p(x_m, x_n), proposal q(z | x_m, x_n) (for MoE: Eq. 5's estimator)
+- ``loglik[m|m,n]``    log p(x_m), proposal q(z | x_m, x_n)
+- ``loglik[m|m]``      log p(x_m), proposal q(z | x_m)
+- ``loglik[m|n]``      log p(x_m), proposal q(z | x_n)
+- ``synergy[m|m,n]``   loglik[m|m,n] − loglik[m|m]: what observing x_n as well adds to the
+  explanation of x_m. Synergy holds where it is ≥ 0. With more than two modalities it is
+  reported per pair, because Table 3 is a table of pairs and each pair's proposal is one the
+  model can be asked for; the full set's posterior is one more proposal, not reported here.
+
+Each row carries ``details`` (items, samples, samples per expert, estimator) in metrics.jsonl.
+
+References: Shi, Siddharth, Paige, Torr. Variational Mixture-of-Experts Autoencoders for
+Multi-Modal Deep Generative Models. NeurIPS 2019 (§4, Table 3). Burda et al., ICLR 2016 (IWAE).
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import torch
+
+from mmbench import hookimpl
+from mmbench.api import Metric, MetricValue
+
+from .estimate import items_per_batch, log_marginals, proposal_components, samples_per_component
+
+DEFAULT_SAMPLES = 1000
+DEFAULT_ITEMS = 100
+
+
+def proposal_sets(num_modalities: int) -> list[tuple[tuple[int, ...], list[tuple[int, ...]]]]:
+    """(observed set, target sets) for Table 3: each modality alone explaining every modality,
+    then each pair explaining itself jointly and each of its members."""
+    plan = [((m,), [(d,) for d in range(num_modalities)]) for m in range(num_modalities)]
+    plan += [((m, n), [(m, n), (m,), (n,)]) for m, n in combinations(range(num_modalities), 2)]
+    return plan
+
+
+def metric_name(names: list[str], target: tuple[int, ...], observed: tuple[int, ...]) -> str:
+    if target == observed and len(target) > 1:
+        return f"loglik[{','.join(names[d] for d in target)}]"
+    (m,) = target
+    rest = [names[o] for o in observed if o != m]
+    given = [names[m], *rest] if m in observed else rest
+    return f"loglik[{names[m]}|{','.join(given)}]"
+
+
+class LogLikelihood(Metric):
+    name = "loglik"
+    criterion = "synergy"
+    higher_is_better = True
+    unit = "nats"
+    description = ("IWAE log-likelihoods loglik[m,n], loglik[m|m,n], loglik[m|m], loglik[m|n] "
+                   "and synergy[m|m,n] = loglik[m|m,n] - loglik[m|m] (Table 3; λ = 1)")
+
+    def settings(self, ctx) -> tuple[int, int]:
+        samples = ctx.options.get("loglik_samples") or DEFAULT_SAMPLES
+        items = ctx.options.get("loglik_items") or DEFAULT_ITEMS
+        return int(samples), min(int(items), len(ctx.data.test))
+
+    def evaluate(self, ctx):
+        samples, items = self.settings(ctx)
+        rows = ctx.test_rows(items)
+        xs = ctx.data.test.batch(rows, ctx.names)
+        values = self.estimates(ctx, xs, samples)
+        names = ctx.names
+        for (target, observed), (value, details) in values.items():
+            yield MetricValue(metric_name(names, target, observed), value, {**details, "items": len(rows)})
+        for m, n in combinations(range(len(names)), 2):
+            for a, b in ((m, n), (n, m)):
+                joint, single = values[((a,), (m, n))], values[((a,), (a,))]
+                yield MetricValue(f"synergy[{names[a]}|{names[a]},{names[b]}]", joint[0] - single[0],
+                                  {**joint[1], "items": len(rows)})
+
+    @torch.no_grad()
+    def estimates(self, ctx, xs, samples: int) -> dict:
+        """{(target, observed): (mean estimate over the items, details)}, batched over items."""
+        sums: dict = {}
+        details: dict = {}
+        batch = items_per_batch(samples)
+        for start in range(0, len(xs[0]), batch):
+            part = [x[start:start + batch] for x in xs]
+            experts = ctx.model.encode(part)
+            for observed, targets in proposal_sets(len(part)):
+                q = ctx.posterior.condition(ctx.model, experts, list(observed))
+                for target, value in log_marginals(ctx.model, q, part, targets, samples).items():
+                    sums[(target, observed)] = sums.get((target, observed), 0.0) + value.sum().item()
+                    experts_in_q = len(proposal_components(q))
+                    details[(target, observed)] = {
+                        "samples": samples_per_component(q, samples) * experts_in_q,
+                        "samples_per_expert": samples_per_component(q, samples),
+                        "estimator": "eq5-stratified" if experts_in_q > 1 else "iwae"}
+        n = len(xs[0])
+        return {key: (total / n, details[key]) for key, total in sums.items()}
+
+
+@hookimpl
+def register_metrics(register):
+    register(LogLikelihood())
