@@ -52,12 +52,26 @@ class Plugins:
         return [f"{p.provenance}: {p.error}" for p in self.plugins if p.error]
 
 
-def _allowed() -> set[str] | None:
-    """Names allowed by MMBENCH_LOAD_PLUGINS (entry-point or distribution names); None = all."""
+def _allowed():
+    """A predicate on a plugin's names (entry point, distribution) from MMBENCH_LOAD_PLUGINS.
+
+    The variable lists entry-point or distribution names, comma-separated: only those load
+    (empty: none). A name with a leading ``-`` is left out: ``-foo`` loads all but foo.
+    Unset: every plugin loads."""
     value = os.environ.get(ENV_FILTER)
     if value is None:
-        return None
-    return {v.strip() for v in value.split(",") if v.strip()}
+        return lambda *names: True
+    entries = [v.strip() for v in value.split(",") if v.strip()]
+    excluded = {e[1:].strip() for e in entries if e.startswith("-")}
+    included = {e for e in entries if not e.startswith("-")}
+
+    def wanted(*names) -> bool:
+        names = {n for n in names if n}
+        if names & excluded:
+            return False
+        return bool(names & included) if included else bool(excluded)
+
+    return wanted
 
 
 def _hook_names(module: object) -> list[str]:
@@ -72,7 +86,7 @@ def _candidates(plugins_dir: str | os.PathLike | None):
     for ep in sorted(entry_points(group="mmbench"), key=lambda e: e.name):
         dist = getattr(ep, "dist", None)
         dist_name = dist.metadata["Name"] if dist is not None else None
-        if allowed is not None and ep.name not in allowed and dist_name not in allowed:
+        if not allowed(ep.name, dist_name):
             continue
         version = dist.version if dist is not None else None
         yield Provenance(ep.name, dist_name, version), ep.load
@@ -81,7 +95,7 @@ def _candidates(plugins_dir: str | os.PathLike | None):
         if not folder.is_dir():
             raise PluginError(f"--plugins-dir {folder} is not a folder")
         for path in sorted(folder.glob("*.py")):
-            if allowed is not None and path.stem not in allowed:
+            if not allowed(path.stem):
                 continue
             yield Provenance(path.stem, f"file {path}"), (lambda p=path: _load_file(p))
 
@@ -138,7 +152,10 @@ def load_plugins(plugins_dir: str | os.PathLike | None = None) -> Plugins:
             if record.error:
                 continue
             try:
-                impl.function(register=_register_into(registry, record, kind))
+                returned = impl.function(register=_register_into(registry, record, kind))
+                if returned is not None:  # e.g. `return [MyPosterior()]`: it would register nothing
+                    record.error = (f"register_{kind} returned a {type(returned).__name__}; a hook calls "
+                                    f"register(item) for each item and returns nothing")
             except PluginError as exc:
                 record.error = str(exc)
             except Exception as exc:
