@@ -42,6 +42,8 @@ class MultimodalVAE(nn.Module):
                 experts.append(None)
                 continue
             raw = enc(x)
+            if raw.dtype in (torch.float16, torch.bfloat16):
+                raw = raw.float()  # under autocast the networks run in half precision; densities stay fp32
             loc, scale = self.family.params(*raw.chunk(2, dim=-1))
             experts.append(Factorised(self.family, loc, scale))
         return experts

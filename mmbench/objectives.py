@@ -41,7 +41,7 @@ def dreg_surrogate(log_w: Tensor, z: Tensor, dims) -> Tensor:
     """
     w = normalised_weights(log_w, dims)
     if z.requires_grad:
-        z.register_hook(lambda grad: grad * w.unsqueeze(-1))
+        z.register_hook(lambda grad: grad * w.unsqueeze(-1).to(grad.dtype))
     return (w * log_w).sum(dim=dims)
 
 

@@ -117,3 +117,20 @@ def test_cost_cli_bad_input_is_one_line(tmp_path, args):
     proc = run_cli("cost", *args, "--out", str(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "error" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("name", POSTERIORS)
+def test_a_bf16_autocast_step_keeps_the_latent_arithmetic_in_fp32(plugins, name):
+    """Autocast runs the networks in bf16; densities, weights and DReG's hook stay fp32."""
+    posterior = plugins.posteriors.get(name)
+    torch.manual_seed(0)
+    model = MultimodalVAE(TinyMModalities(3).modalities, 4, posterior.family)
+    xs = cost.synthetic_batch(model, 5)
+    torch.manual_seed(1)
+    reference = posterior.objective(model, xs, 3, posterior.estimators[0]).bound
+    torch.manual_seed(1)
+    step = cost.make_step(posterior, model, xs, 3, posterior.estimators[0], precision="bf16")
+    result = step()
+    assert result.loss.dtype == torch.float32 and torch.isfinite(result.loss)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert abs(result.bound.item() - reference.item()) < 0.02 * abs(reference.item()) + 1.0
