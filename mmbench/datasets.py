@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -116,3 +117,27 @@ def unknown_options(dataset: str, options: dict, accepted) -> None:
     if options:
         raise DataError(f"dataset '{dataset}' has no option {', '.join(sorted(options))}; "
                         f"it takes: {', '.join(accepted) or 'nothing'}")
+
+
+def file_md5(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_md5(path: Path, expected: str) -> None:
+    """Raise a DataError naming ``path`` when its MD5 is not the one its publisher lists."""
+    found = file_md5(path)
+    if found != expected:
+        raise DataError(f"{path} is corrupt or truncated (MD5 {found}, the published checksum is {expected}); "
+                        "delete it and fetch it again (--download)")
+
+
+def require_files(dataset: str, root: Path, names, fetch_hint: str) -> None:
+    """Raise one DataError listing every file of ``names`` (relative to ``root``) that is absent."""
+    missing = [str(n) for n in names if not (Path(root) / n).is_file()]
+    if missing:
+        raise DataError(f"dataset '{dataset}' is missing {len(missing)} file(s) under {Path(root).resolve()}: "
+                        f"{', '.join(missing)}; {fetch_hint}")
