@@ -62,7 +62,9 @@ def test_polymnist_runs_from_the_cli(tmp_path):
 
 # ----------------------------------------------------------------------------- mnist-svhn
 import gzip
+import shutil
 import struct
+from pathlib import Path
 
 import mmbench_mnist_svhn
 from mmbench_mnist_svhn import sources
@@ -380,3 +382,46 @@ def test_every_dataset_is_listed_with_modalities_and_defaults(tmp_path):
         for m in modalities:
             assert m in block, (name, m, block)
     assert "K=30 epochs=30 batch_size=128" in proc.stdout and "latent_dim=128 K=50 epochs=50 batch_size=64" in proc.stdout
+
+
+def test_download_goes_through_torchvision_into_the_layout_read(plugins, tmp_path, monkeypatch):
+    """--download asks torchvision for what is missing (it checks the MD5s as it fetches);
+    stand-ins write the published formats where torchvision would, without a network."""
+    import urllib.error
+
+    import torchvision.datasets
+
+    tiny = tmp_path / "upstream"
+    tiny.mkdir()
+    write_tiny_mnist_svhn(tiny, np.random.default_rng(1))
+    calls = []
+
+    class FakeMNIST:
+        def __init__(self, root, train=True, download=False):
+            calls.append(("MNIST", Path(root), download))
+            (Path(root) / "MNIST").mkdir(parents=True, exist_ok=True)
+            shutil.copytree(tiny / "MNIST" / "raw", Path(root) / "MNIST" / "raw", dirs_exist_ok=True)
+
+    class FakeSVHN:
+        def __init__(self, root, split="train", download=False):
+            calls.append(("SVHN", Path(root), split, download))
+            Path(root).mkdir(parents=True, exist_ok=True)
+            shutil.copy(tiny / "SVHN" / f"{split}_32x32.mat", Path(root) / f"{split}_32x32.mat")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)
+    monkeypatch.setattr(torchvision.datasets, "SVHN", FakeSVHN)
+    monkeypatch.setattr(sources, "MNIST_MD5", {p.name: file_md5(p) for p in (tiny / "MNIST" / "raw").iterdir()})
+    monkeypatch.setattr(sources, "SVHN_MD5", {p.name: file_md5(p) for p in (tiny / "SVHN").iterdir()})
+    root = tmp_path / "data"
+    data = plugins.datasets.get("mnist-svhn").load(root, download=True)
+    assert calls == [("MNIST", root, True), ("SVHN", root / "SVHN", "train", True), ("SVHN", root / "SVHN", "test", True)]
+    assert len(data.train.pools["mnist"]) == sum(MNIST_COUNTS["train"])
+    plugins.datasets.get("mnist-svhn").load(root, download=True)
+    assert len(calls) == 3  # nothing missing: nothing fetched
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(DataError, match="downloading MNIST/SVHN into .* failed .*no route to host"):
+        plugins.datasets.get("mnist-svhn").load(tmp_path / "elsewhere", download=True)
