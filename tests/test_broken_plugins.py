@@ -8,6 +8,8 @@ from conftest import run_cli
 
 from mmbench.plugins import load_plugins
 
+#: tiny models gain nothing from a second thread; on a busy machine its spin-waiting costs plenty
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 PLUGINS = {
     # a small real dataset, so that a whole run takes seconds
     "toyset": """
@@ -99,7 +101,7 @@ def test_a_plugin_that_raises_during_a_run_is_named_and_the_rest_runs(tmp_path):
     folder = _plugins_dir(tmp_path)
     out = tmp_path / "runs"
     proc = run_cli("--plugins-dir", str(folder), "run", "--dataset", "toy", "--posteriors", "boom,poe",
-                   "--metrics", "latent_acc,explodes", "--quiet", "--out", str(out))
+                   "--metrics", "latent_acc,explodes", "--quiet", "--out", str(out), env=ONE_THREAD)
     assert proc.returncode == 1, proc.stderr  # one cell failed; the other finished
     boom = json.loads((out / "toy" / "boom" / "seed-0" / "run.json").read_text())
     assert boom["status"] == "failed"

@@ -2,12 +2,23 @@
 own tests (mmbench.testing): posteriors, datasets and metrics, one test each."""
 
 import pytest
+import torch
 
 from mmbench.errors import DataError
 from mmbench.plugins import get_plugins
 from mmbench.testing import ToyDataset, check_dataset, check_metric, check_posterior, tiny_context
 
 PLUGINS = get_plugins()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy machine its spin-waiting
+    costs far more than it brings (a toy judge: 1 CPU-second on one thread, 31 on two)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 #: options that keep a dataset small for these checks (the contract holds for any options)
 SMALL = {"digits": {"partners": 1}, "polymnist": {"modalities": 3, "partners": 1, "per_class": 8}}
 #: evaluation settings that keep the metrics quick (read from EvalContext.options)
@@ -58,7 +69,14 @@ def contexts(mmbench_home, tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("name", PLUGINS.metrics.names())
+#: plugins known not to conform, and why: each fails its check today (strict: fixing it makes this list wrong)
+KNOWN = {
+    "pictures": "writes PNGs into the run directory and yields no values: a metric with no unit and no rows",
+}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN[n]))
+                                  if n in KNOWN else n for n in PLUGINS.metrics.names()])
 def test_metric_conforms(name, contexts):
     metric = PLUGINS.metrics.get(name)
     reasons = {}
