@@ -24,7 +24,7 @@ def digits_data(plugins, mmbench_home):
     return plugins.datasets.get("digits").load(mmbench_home / "data")
 
 
-def run_cli(*args, env=None, cwd=None, timeout=600):
+def run_cli(*args, env=None, cwd=None, timeout=1800):
     """``mmbench ARGS`` in a real subprocess; returns the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "mmbench.cli", *args], capture_output=True, text=True,
