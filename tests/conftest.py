@@ -24,6 +24,18 @@ def digits_data(plugins, mmbench_home):
     return plugins.datasets.get("digits").load(mmbench_home / "data")
 
 
+@pytest.fixture
+def single_thread():
+    """Torch on one thread: tiny models gain nothing from a second one, and on a busy machine
+    its spin-waiting costs far more than it brings."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_cli(*args, env=None, cwd=None, timeout=1800):
     """``mmbench ARGS`` in a real subprocess; returns the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}

@@ -12,6 +12,8 @@ from mmbench_cca import ImageLanguageCCA
 from mmbench_cca.correlation import cached_cca, fit_cca, pair_correlation
 from mmbench_cca.embedding import fit_sentence_embedding
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 RHO = np.linspace(0.9, 0.45, 10)
 
 

@@ -15,6 +15,8 @@ from mmbench.model import MultimodalVAE
 from mmbench_likelihood import LogLikelihood
 from mmbench_likelihood.estimate import log_marginals
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 NOISE = 0.8
 
 

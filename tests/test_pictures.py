@@ -14,6 +14,8 @@ from mmbench_pictures import ITEMS, JOINT_SAMPLES, TRAVERSAL_STEPS, Pictures
 from mmbench_pictures.divergence import kl_per_dim
 from mmbench_pictures.grid import CELL, HEADER, PAD, TEXT_WIDTH
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 LATENT = 3
 
 
