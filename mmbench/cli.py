@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from .allocator import keep_freed_memory
 from .errors import MMBenchError
 
 DEFAULT_OUT = Path("results/runs")
@@ -222,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         return args.func(args)
     except MMBenchError as exc:

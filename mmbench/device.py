@@ -16,4 +16,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise MMBenchError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise MMBenchError(f"device '{name}' asked for, but CUDA is not available here; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise MMBenchError(f"device '{name}' asked for, but this machine has {count} CUDA device(s) "
+                           f"(cuda:0..cuda:{count - 1}); use --device cuda or auto")
     return device

@@ -248,9 +248,11 @@ def _asdict(spec: RunSpec) -> dict:
 def run_in_worker(spec: RunSpec, job: GridJob, device_name: str | None = None) -> dict:
     """A cell in a fresh process (a pool worker or a Ray task): plugins and device of its own.
     A user error comes back as a record with status 'error' rather than an exception."""
+    from .allocator import keep_freed_memory
     from .device import resolve_device
     from .plugins import get_plugins
 
+    keep_freed_memory()
     try:
         plugins = get_plugins(job.plugins_dir)
         return run_cell(spec, job, plugins, resolve_device(device_name or job.device), data_cache={}, wait=True)

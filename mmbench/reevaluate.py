@@ -54,12 +54,14 @@ def reevaluate(run_dir: Path, plugins, *, metrics: list[str] | None, settings: d
     ctx = EvalContext(dataset=dataset, data=data, model=model, posterior=posterior, device=device,
                       seed=info["spec"]["seed"], cache_dir=cache_dir, options=options, run_dir=run_dir)
     t0 = time.perf_counter()
-    rows, skipped = evaluate_metrics(ctx, chosen)
+    seconds: dict = {}
+    rows, skipped = evaluate_metrics(ctx, chosen, seconds=seconds)
     families = {m.name for m in chosen}
     kept = [r for r in read_metrics(run_dir / "metrics.jsonl") or [] if r.get("family") not in families]
     write_metrics(run_dir / "metrics.jsonl", kept + rows)
     previous_skips = {k: v for k, v in info.get("skipped_metrics", {}).items() if k not in families}
+    per_metric = {**info.get("eval_s_per_metric", {}), **seconds}
     info.update(skipped_metrics={**previous_skips, **skipped}, evaluated=_now(), eval_s=time.perf_counter() - t0,
-                eval_options=options)
+                eval_s_per_metric=per_metric, eval_options=options)
     atomic_write_json(run_dir / "run.json", info)
     return info, rows

@@ -135,12 +135,13 @@ def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Pat
     ctx = EvalContext(dataset=dataset, data=data, model=model, posterior=posterior, device=device,
                       seed=spec.seed, cache_dir=cache_dir, options=eval_options(hp), run_dir=run_dir)
     t1 = time.perf_counter()
-    rows, skipped = evaluate_metrics(ctx, metrics, plugins)
+    eval_seconds: dict = {}
+    rows, skipped = evaluate_metrics(ctx, metrics, plugins, eval_seconds)
     cost = _cost_rows(history, train_s)
     rows += cost
     write_metrics(run_dir / "metrics.jsonl", rows)
     info.update(status="done", finished=_now(), train_s=train_s, eval_s=time.perf_counter() - t1,
-                history=history, skipped_metrics=skipped)
+                eval_s_per_metric=eval_seconds, history=history, skipped_metrics=skipped)
     atomic_write_json(info_path, info)
     return info
 
@@ -150,10 +151,11 @@ def eval_options(hp: dict) -> dict:
     return {k: hp.get(k) for k in EVAL_OPTIONS}
 
 
-def evaluate_metrics(ctx: EvalContext, metrics, plugins=None) -> tuple[list[dict], dict]:
+def evaluate_metrics(ctx: EvalContext, metrics, plugins=None, seconds: dict | None = None) -> tuple[list[dict], dict]:
     """Every metric on ctx: (metrics.jsonl rows, {metric: why it was skipped}). A metric that
     cannot apply, or raises, is recorded as skipped; it never loses the trained run. With
-    ``plugins``, a metric that raises is named with the plugin and distribution it came from."""
+    ``plugins``, a metric that raises is named with the plugin and distribution it came from;
+    with ``seconds``, each evaluated metric's wall time is put there (where evaluation time goes)."""
     rows, skipped = [], {}
     for metric in metrics:
         torch.manual_seed(ctx.seed)
@@ -161,11 +163,13 @@ def evaluate_metrics(ctx: EvalContext, metrics, plugins=None) -> tuple[list[dict
         if reason:
             skipped[metric.name] = reason
             continue
+        started = time.perf_counter()
         try:
             values = list(metric.evaluate(ctx))
         except Exception as exc:  # one broken metric must not lose the trained run
             skipped[metric.name] = f"raised {type(exc).__name__}: {exc}"
-            traceback.print_exc(file=sys.stderr)
+            if not isinstance(exc, MMBenchError):  # a bug: its author needs the traceback; a user error does not
+                traceback.print_exc(file=sys.stderr)
             if plugins is not None and metric.name in plugins.metrics:
                 origin = plugins.metrics.provenance(metric.name)
                 skipped[metric.name] += f" (metric '{metric.name}' of {origin})"
@@ -173,6 +177,9 @@ def evaluate_metrics(ctx: EvalContext, metrics, plugins=None) -> tuple[list[dict
                       f"its values are left out (MMBENCH_LOAD_PLUGINS=-{origin.plugin} leaves the plugin out)",
                       file=sys.stderr)
             continue
+        finally:
+            if seconds is not None:
+                seconds[metric.name] = round(time.perf_counter() - started, 3)
         rows += [_row(metric, v.name, v.value, v.details) for v in values]
     return rows, skipped
 

@@ -2,6 +2,8 @@
 pairs; the metric runs on digits' captions (FastText), caches what it fits, and is skipped
 with a reason where a dataset has no text."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,10 @@ def test_skipped_with_a_reason_without_text(plugins, digits_data, mmbench_home):
 
     ctx.dataset = NoText()
     assert "text modality" in ImageLanguageCCA().skip_reason(ctx)
+
+
+def test_skipped_with_the_install_line_without_gensim(plugins, digits_data, mmbench_home, monkeypatch):
+    ctx = _digits_ctx(plugins, digits_data, mmbench_home)
+    monkeypatch.setitem(sys.modules, "gensim", None)  # import gensim now raises ImportError
+    reason = ImageLanguageCCA().skip_reason(ctx)
+    assert reason is not None and "pip install" in reason and "gensim" in reason

@@ -103,7 +103,8 @@ def test_parse_range():
 def test_cost_cli_end_to_end(tmp_path):
     out = tmp_path / "cost"
     proc = run_cli("cost", "--modalities", "2..3", "--posteriors", "moe,is-elbo", "--K", "1", "--batch-size", "2",
-                   "--repeats", "1", "--warmup", "0", "--Ks", "1,2", "--threads", "1", "--gemm-size", "128", "--out", str(out))
+                   "--repeats", "1", "--warmup", "0", "--Ks", "1,2", "--threads", "1", "--gemm-size", "128",
+                   "--device", "cpu", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     data = json.loads((out / "cost.json").read_text())
     counted = {(c["posterior"], c["sweep"], c["M"], c["K"]): c["passes_counted"] for c in data["cells"]}

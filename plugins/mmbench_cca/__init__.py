@@ -37,6 +37,14 @@ MAX_TRAIN_PAIRS = 10_000
 MAX_TEST_PAIRS = 1000
 
 
+def _have_gensim() -> bool:
+    try:
+        import gensim  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def is_text(modality) -> bool:
     return isinstance(modality, TextModality)
 
@@ -73,6 +81,8 @@ class ImageLanguageCCA(Metric):
             return "needs a text modality (image–language coherence)"
         if not image_text_pairs(mods):
             return "needs a non-text modality beside the text"
+        if not _have_gensim():
+            return "needs gensim for its FastText sentence embeddings: pip install 'mmbench[text]'"
         return None
 
     # ---------------------------------------------------------------- features
