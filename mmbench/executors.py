@@ -9,6 +9,7 @@ two machines sharing that directory, never train the same cell twice at once.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -32,9 +33,13 @@ class Executor:
 _worker_device: str | None = None
 
 
-def _claim_device(devices) -> None:
+def _claim_device(devices, cpu_threads: int | None = None) -> None:
     global _worker_device
     _worker_device = devices.get()
+    if cpu_threads:
+        import torch
+
+        torch.set_num_threads(cpu_threads)
 
 
 def _run_on_claimed_device(spec, job) -> dict:
@@ -58,6 +63,12 @@ class LocalExecutor(Executor):
             return self._pool(cells, job, devices)
         return self._in_process(cells, job, plugins)
 
+    @staticmethod
+    def _cuda_present() -> bool:
+        import torch
+
+        return torch.cuda.is_available()
+
     def _in_process(self, cells, job, plugins):
         from .device import resolve_device
         from .grid import run_cell
@@ -80,9 +91,15 @@ class LocalExecutor(Executor):
         queue = context.Queue()
         for device in devices:
             queue.put(device)
-        print(f"mmbench: {len(devices)} workers on {', '.join(devices)}", file=sys.stderr)
+        # CPU workers share the cores: each takes its part, or they spin-wait on each other's
+        # threads (30x slower seen on 2 cores). OMP_NUM_THREADS, when set, is the user's choice.
+        on_cpu = all(d == "cpu" or (d == "auto" and not self._cuda_present()) for d in devices)
+        cpu_threads = (max(1, (os.cpu_count() or 1) // len(devices))
+                       if on_cpu and "OMP_NUM_THREADS" not in os.environ else None)
+        print(f"mmbench: {len(devices)} workers on {', '.join(devices)}"
+              + (f", {cpu_threads} CPU thread(s) each" if cpu_threads else ""), file=sys.stderr)
         with ProcessPoolExecutor(len(devices), mp_context=context, initializer=_claim_device,
-                                 initargs=(queue,)) as pool:
+                                 initargs=(queue, cpu_threads)) as pool:
             return list(pool.map(_run_on_claimed_device, cells, [job] * len(cells)))
 
 

@@ -182,6 +182,22 @@ def test_two_runners_on_one_results_directory_share_the_grid(tmp_path, reference
         assert (out / "tiny-digits" / posterior / "seed-0" / ".lock").read_text() == ""  # released
 
 
+def test_cpu_workers_split_the_cores_and_give_the_same_numbers(tmp_path, reference, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS")  # unset: the workers choose their own thread counts
+    out = tmp_path / "runs"
+    rc, _, stderr = mmbench("run", *GRID, "--device", "cpu", "--workers", "2", "--out", str(out))
+    assert rc == 0, stderr
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert f"2 workers on cpu, cpu, {threads} CPU thread(s) each" in stderr
+    for posterior in ("moe", "poe"):
+        info = json.loads((out / "tiny-digits" / posterior / "seed-0" / "run.json").read_text())
+        assert info["status"] == "done" and info["provenance"]["torch_threads"] == threads
+    board = _board(out)
+    assert [(r["posterior"], r["metric"]) for r in board] == [(r["posterior"], r["metric"]) for r in reference[1]]
+    for got, want in zip(board, reference[1]):  # other thread counts may reorder float sums
+        assert float(got["mean"]) == pytest.approx(float(want["mean"]), rel=1e-4, abs=1e-6)
+
+
 def test_run_lock_reports_its_holder_and_takes_over_a_stale_one(tmp_path):
     from mmbench.locks import RunLock
 
