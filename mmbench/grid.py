@@ -200,6 +200,15 @@ def run_cell(spec: RunSpec, job: GridJob, plugins, device, data_cache: dict | No
     from .runner import execute
 
     run_dir = spec.directory(job.out)
+    # Data first: a dataset whose files are missing fails here, before any run directory exists.
+    data = None
+    if data_cache is not None and (read_json(run_dir / "run.json") or {}).get("status") != "done":
+        key = (spec.dataset, tuple(sorted(spec.dataset_options.items())))
+        if key not in data_cache:
+            dataset = plugins.datasets.get(spec.dataset).configure(**spec.dataset_options)
+            data_cache.clear()  # one dataset in memory at a time
+            data_cache[key] = dataset.load(job.data_dir).to(device)
+        data = data_cache[key]
     lock = RunLock(run_dir)
     if not lock.acquire(wait=False):
         if not wait:
@@ -212,15 +221,6 @@ def run_cell(spec: RunSpec, job: GridJob, plugins, device, data_cache: dict | No
             warn(f"{run_dir} was left locked by {lock.stale}, which ended without finishing it; taking it over")
         print(f"{label(spec)} -> {run_dir}", file=sys.stderr)
         check_run_dir(run_dir)
-        data = None
-        finished = (read_json(run_dir / "run.json") or {}).get("status") == "done"
-        if data_cache is not None and not finished:  # a finished cell is skipped: no data needed
-            key = (spec.dataset, tuple(sorted(spec.dataset_options.items())))
-            if key not in data_cache:
-                dataset = plugins.datasets.get(spec.dataset).configure(**spec.dataset_options)
-                data_cache.clear()  # one dataset in memory at a time
-                data_cache[key] = dataset.load(job.data_dir).to(device)
-            data = data_cache[key]
         try:
             info = execute(spec, plugins, out=job.out, data_dir=job.data_dir, cache_dir=job.cache_dir,
                            device=device, progress=job.progress, data=data)

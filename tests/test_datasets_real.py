@@ -210,6 +210,8 @@ def test_cli_without_mnist_svhn_prints_the_clear_error(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("mmbench: error:")]
     assert len(lines) == 1, proc.stderr
     assert "mnist-svhn" in lines[0] and "--download" in lines[0] and str(tmp_path / "nothing") in lines[0]
+    assert proc.stderr.strip() == lines[0]  # that line alone: no cell was announced
+    assert not (tmp_path / "runs").exists()  # and no run directory left behind
 
 
 # ----------------------------------------------------------------------------- cub
