@@ -133,9 +133,11 @@ def _decimals(value: float) -> int:
 
 
 # ------------------------------------------------------------------------------ the formats
-def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance: bool = False) -> str:
+def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance: bool = False,
+           transpose: bool = False) -> str:
     """The leaderboard of ``records`` in ``fmt``; ``expected`` (run specs) makes cells that
-    have no run directory yet show as missing."""
+    have no run directory yet show as missing. ``transpose``: one row per metric and one
+    column per (dataset, posterior) instead, for when there are many metrics (md, latex)."""
     if fmt not in FORMATS:
         from .errors import MMBenchError
 
@@ -167,8 +169,15 @@ def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance:
         table.append(line)
     from tabulate import tabulate
 
+    colalign = ["left"] * 3 + ["right"] * len(metrics)
+    if transpose:
+        one_dataset = len({row["dataset"] for row in rows}) == 1
+        columns = [line[1] if one_dataset else f"{line[0]} / {line[1]}" for line in table]
+        table = [[headers[j]] + [line[j] for line in table] for j in range(2, len(headers))]
+        headers = ["metric" if not one_dataset else f"{esc(rows[0]['dataset'])}: metric"] + columns
+        colalign = ["left"] + ["right"] * len(columns)
     text = tabulate(table, headers=headers, tablefmt="latex_raw" if latex else "pipe", disable_numparse=True,
-                    colalign=["left"] * 3 + ["right"] * len(metrics))
+                    colalign=colalign)
     lines = [text]
     if notes:
         lines += ["", *(f"% {esc(n)}" if latex else f"- {n}" for n in notes)]

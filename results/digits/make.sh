@@ -17,6 +17,10 @@ if [ "$status" -gt 1 ]; then exit "$status"; fi
   echo "Mean ± std over seeds; best per column in bold; ↑/↓: higher/lower is better."
   echo
   mmbench leaderboard results/digits/runs --provenance
+  echo
+  echo "## The same, one row per metric (\`mmbench leaderboard results/digits/runs --transpose\`)"
+  echo
+  mmbench leaderboard results/digits/runs --transpose
 } > results/digits/LEADERBOARD.md
 mmbench leaderboard results/digits/runs --format csv > results/digits/LEADERBOARD.csv
 echo "wrote results/digits/LEADERBOARD.md and results/digits/LEADERBOARD.csv" >&2
