@@ -81,23 +81,3 @@ def read_metrics(path: Path) -> list[dict] | None:
     if not all(isinstance(r, dict) and "metric" in r and "value" in r for r in rows):
         return None
     return rows
-
-
-def find_runs(root: Path) -> list[RunRecord]:
-    """Every run directory (one holding run.json) below ``root``."""
-    runs = []
-    for info_path in sorted(Path(root).rglob("run.json")):
-        info = read_json(info_path)
-        if info is None:
-            continue
-        metrics = read_metrics(info_path.parent / "metrics.jsonl") or []
-        runs.append(RunRecord(info_path.parent, info, metrics))
-    return runs
-
-
-def comparison_table(runs: list[RunRecord]) -> str:
-    """One row per (dataset, posterior), one column per metric: mean (± std over seeds).
-    The leaderboard's markdown table (:func:`mmbench.leaderboard.render`): one implementation."""
-    from .leaderboard import render
-
-    return render(runs, "md")
