@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .datasets import atomic_torch_save
+from .locks import RunLock
 
 RECIPE = dict(epochs=40, batch_size=64, lr=1e-3, weight_decay=1e-4, seed=0)
 
@@ -61,17 +62,36 @@ def get_judge(dataset, data, m: int, cache_dir: Path | None) -> tuple[nn.Module,
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / "judges" / f"{dataset.name}-{name}-{_key(data.fingerprint(pairs=False), modality, net)}.pt"
-    if path is not None and path.exists():
-        try:
-            state = torch.load(path, map_location=device, weights_only=True)
-            net.load_state_dict(state["net"])
-            return net.eval(), float(state["test_acc"])
-        except Exception:
-            pass  # a corrupt cache entry is retrained, never used
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    if path is None:
+        return _train(net, data, name)
+    cached = _load(net, path, device)
+    if cached is not None:
+        return cached
+    # Several workers of one grid may ask at once: one trains, the others wait and load its
+    # judge. Without this each trained its own (on a GPU, not bit-identical) and the runs of
+    # one grid were judged by different classifiers.
+    with RunLock(path.parent, name=f"{path.name}.lock"):
+        cached = _load(net, path, device)
+        if cached is not None:
+            return cached
+        net, acc = _train(net, data, name)
+        atomic_torch_save({"net": net.state_dict(), "test_acc": acc}, path)
+        return net, acc
+
+
+def _load(net: nn.Module, path: Path, device) -> tuple[nn.Module, float] | None:
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        net.load_state_dict(state["net"])
+        return net.eval(), float(state["test_acc"])
+    except Exception:
+        return None  # a corrupt cache entry is retrained, never used
+
+
+def _train(net: nn.Module, data, name: str) -> tuple[nn.Module, float]:
+    with torch.random.fork_rng(devices=[data.train.index.device] if data.train.index.device.type == "cuda" else []):
         torch.manual_seed(RECIPE["seed"])
         _fit(net, data.train.pools[name], data.train.pool_labels[name])
-    acc = accuracy(net, data.test.pools[name], data.test.pool_labels[name])
-    if path is not None:
-        atomic_torch_save({"net": net.state_dict(), "test_acc": acc}, path)
-    return net.eval(), acc
+    return net.eval(), accuracy(net, data.test.pools[name], data.test.pool_labels[name])

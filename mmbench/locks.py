@@ -56,8 +56,10 @@ class RunLock:
     holds it (``holder`` then says who); ``stale`` is the holder of a lock left by a dead runner
     that this acquisition took over."""
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / LOCK_NAME
+    def __init__(self, run_dir: Path, name: str = LOCK_NAME):
+        """``name``: the lock file's name in ``run_dir`` (other shared work, e.g. a cached judge,
+        locks its own file in its own folder the same way)."""
+        self.path = Path(run_dir) / name
         self.fd: int | None = None
         self.holder: Holder | None = None
         self.stale: Holder | None = None
