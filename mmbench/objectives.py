@@ -46,7 +46,8 @@ def dreg_surrogate(log_w: Tensor, z: Tensor, dims) -> Tensor:
 
 
 def importance_sampled_elbo(
-    log_prior: Tensor, weighted_loglik: Tensor, log_q_joint: Tensor, log_q_cross: Tensor
+    log_prior: Tensor, weighted_loglik: Tensor, log_q_joint: Tensor, log_q_cross: Tensor,
+    baseline: bool = False,
 ) -> Tensor:
     """Appendix B, the multimodal importance-sampled ELBO, linear in M.
 
@@ -62,6 +63,14 @@ def importance_sampled_elbo(
 
     The ratio's denominator carries no gradient; ratios are formed in log space.
     Returns the per-item value [B].
+
+    ``baseline`` (mmbench's addition, not the paper's): in each cross term, f = λ_j log p_j(x_j|z_j^k)
+    is replaced by (f − b^k) + b^k with b^k = sg(mean of f over the *other* samples k' ≠ k) — a
+    leave-one-out control variate. Since E_{q_j}[q_i/q_j] = 1 and b^k does not depend on z_j^k,
+    the estimate and its gradient stay unbiased; what goes is the term b·∇(q_i/q_j), zero in
+    expectation but huge in practice (f is hundreds of nats below zero), which otherwise pushes
+    each q_i away from the other experts' samples. Needs K ≥ 2 (with K = 1 there is no other
+    sample, and the plain estimator is used).
     """
     M = log_prior.shape[0]
     own = (log_prior + weighted_loglik - log_q_joint).mean(1)  # [M, B]
@@ -69,5 +78,12 @@ def importance_sampled_elbo(
     ratio = torch.exp(log_q_cross - self_density.detach().unsqueeze(0))  # [I, J, K, B]
     off_diagonal = ~torch.eye(M, dtype=torch.bool, device=log_prior.device)
     ratio = ratio * off_diagonal[:, :, None, None]
-    cross = (ratio * weighted_loglik.unsqueeze(0)).mean(2).sum(1)  # [I, B]
+    f = weighted_loglik.unsqueeze(0)  # [1, J, K, B]
+    K = weighted_loglik.shape[1]
+    if baseline and K > 1:
+        leave_one_out = ((weighted_loglik.sum(1, keepdim=True) - weighted_loglik) / (K - 1)).detach()  # [J, K, B]
+        b = leave_one_out.unsqueeze(0)
+        cross = (ratio * (f - b) + off_diagonal[:, :, None, None] * b).mean(2).sum(1)  # [I, B]
+    else:
+        cross = (ratio * f).mean(2).sum(1)  # [I, B]
     return (own + cross).mean(0)
