@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import io
 import math
 import os
 import statistics
@@ -25,7 +24,7 @@ import torch
 
 from .errors import MMBenchError
 from .model import MultimodalVAE
-from .results import atomic_write_bytes
+from .results import atomic_save_figure
 from .train import make_optimizer
 
 
@@ -315,8 +314,5 @@ def plot(cells: list[StepCost], path) -> None:
         ax.set_title(f"step time against {sweep}" + (" (dashed: declared passes)" if sweep == "M" else ""))
         ax.legend(fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_save_figure(fig, path, dpi=110)
 

@@ -33,11 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import MMBenchError
-from . import runner
-from .runner import HPARAMS, RunSpec
-
-#: evaluation settings a run records beside its hyper-parameters
-EVAL_OPTIONS = getattr(runner, "EVAL_OPTIONS", ("eval_items",))
+from .runner import EVAL_OPTIONS, HPARAMS, RunSpec
 
 DEFAULTS = {"dataset": ["digits"], "posteriors": ["moe", "poe"], "seeds": [0], "metrics": None,
             "out": "results/runs", "device": "auto", "executor": "local"}

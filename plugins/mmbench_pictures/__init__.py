@@ -17,7 +17,6 @@ Multi-Modal Deep Generative Models. NeurIPS 2019 (Figures 4, 5, 7).
 
 from __future__ import annotations
 
-import io
 import json
 from itertools import combinations
 
@@ -25,7 +24,7 @@ import torch
 
 from mmbench import hookimpl
 from mmbench.api import Metric
-from mmbench.results import atomic_write_bytes, atomic_write_text
+from mmbench.results import atomic_save_figure, atomic_write_text
 
 from .divergence import kl_per_dim, symmetric_kl_per_dim
 from .grid import compose, save_png
@@ -116,10 +115,7 @@ class Pictures(Metric):
             ax.set_yscale("symlog", linthresh=1.0)  # collapsed and used dimensions differ by orders
             ax.legend(fontsize=8)
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100)
-        plt.close(fig)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_save_figure(fig, path, dpi=100)
 
     def evaluate(self, ctx):
         out = ctx.run_dir
