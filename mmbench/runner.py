@@ -56,6 +56,17 @@ def _git_commit() -> str | None:
         return None
 
 
+def _cpu_name() -> str:
+    """The processor's model name (platform.processor() is empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def provenance(plugins, spec: RunSpec, device: torch.device) -> dict:
     def dist_of(registry, name):
         p = registry.provenance(name)
@@ -68,7 +79,7 @@ def provenance(plugins, spec: RunSpec, device: torch.device) -> dict:
     return {
         "mmbench": __version__, "torch": torch.__version__, "torchvision": torchvision,
         "python": platform.python_version(), "platform": platform.platform(), "git_commit": _git_commit(),
-        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "dataset_plugin": dist_of(plugins.datasets, spec.dataset),
         "posterior_plugin": dist_of(plugins.posteriors, spec.posterior),
