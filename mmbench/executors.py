@@ -60,14 +60,9 @@ class LocalExecutor(Executor):
         workers = job.workers or (gpus if gpus > 1 else 1)
         if workers > 1:
             devices = [f"cuda:{i % gpus}" for i in range(workers)] if gpus > 1 else [job.device] * workers
-            return self._pool(cells, job, devices)
+            on_cpu = gpus == 0 and not job.device.startswith("cuda")
+            return self._pool(cells, job, devices, on_cpu)
         return self._in_process(cells, job, plugins)
-
-    @staticmethod
-    def _cuda_present() -> bool:
-        import torch
-
-        return torch.cuda.is_available()
 
     def _in_process(self, cells, job, plugins):
         from .device import resolve_device
@@ -86,14 +81,13 @@ class LocalExecutor(Executor):
                 infos[i] = run_cell(spec, job, plugins, device, data_cache, wait=True)
         return [infos[i] for i in range(len(cells))]
 
-    def _pool(self, cells, job, devices):
+    def _pool(self, cells, job, devices, on_cpu: bool):
         context = multiprocessing.get_context("spawn")  # CUDA cannot live through a fork
         queue = context.Queue()
         for device in devices:
             queue.put(device)
         # CPU workers share the cores: each takes its part, or they spin-wait on each other's
         # threads (30x slower seen on 2 cores). OMP_NUM_THREADS, when set, is the user's choice.
-        on_cpu = all(d == "cpu" or (d == "auto" and not self._cuda_present()) for d in devices)
         cpu_threads = (max(1, (os.cpu_count() or 1) // len(devices))
                        if on_cpu and "OMP_NUM_THREADS" not in os.environ else None)
         print(f"mmbench: {len(devices)} workers on {', '.join(devices)}"

@@ -63,7 +63,7 @@ def get_judge(dataset, data, m: int, cache_dir: Path | None) -> tuple[nn.Module,
     if cache_dir is not None:
         path = Path(cache_dir) / "judges" / f"{dataset.name}-{name}-{_key(data.fingerprint(pairs=False), modality, net)}.pt"
     if path is None:
-        return _train(net, data, name)
+        return _train(net, data, name, device)
     cached = _load(net, path, device)
     if cached is not None:
         return cached
@@ -74,7 +74,7 @@ def get_judge(dataset, data, m: int, cache_dir: Path | None) -> tuple[nn.Module,
         cached = _load(net, path, device)
         if cached is not None:
             return cached
-        net, acc = _train(net, data, name)
+        net, acc = _train(net, data, name, device)
         atomic_torch_save({"net": net.state_dict(), "test_acc": acc}, path)
         return net, acc
 
@@ -90,8 +90,8 @@ def _load(net: nn.Module, path: Path, device) -> tuple[nn.Module, float] | None:
         return None  # a corrupt cache entry is retrained, never used
 
 
-def _train(net: nn.Module, data, name: str) -> tuple[nn.Module, float]:
-    with torch.random.fork_rng(devices=[data.train.index.device] if data.train.index.device.type == "cuda" else []):
+def _train(net: nn.Module, data, name: str, device: torch.device) -> tuple[nn.Module, float]:
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(RECIPE["seed"])
         _fit(net, data.train.pools[name], data.train.pool_labels[name])
     return net.eval(), accuracy(net, data.test.pools[name], data.test.pool_labels[name])

@@ -2,7 +2,6 @@
 own tests (mmbench.testing): posteriors, datasets and metrics, one test each."""
 
 import pytest
-import torch
 
 from mmbench.errors import DataError
 from mmbench.plugins import get_plugins
@@ -11,14 +10,9 @@ from mmbench.testing import ToyDataset, check_dataset, check_metric, check_poste
 PLUGINS = get_plugins()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy machine its spin-waiting
-    costs far more than it brings (a toy judge: 1 CPU-second on one thread, 31 on two)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models gain nothing from a second thread, and on a busy machine its spin-waiting costs
+# far more than it brings (a toy judge: 1 CPU-second on one thread, 31 on two).
+pytestmark = pytest.mark.usefixtures("single_thread")
 #: options that keep a dataset small for these checks (the contract holds for any options)
 SMALL = {"digits": {"partners": 1}, "polymnist": {"modalities": 3, "partners": 1, "per_class": 8}}
 #: evaluation settings that keep the metrics quick (read from EvalContext.options)

@@ -14,7 +14,7 @@ def _counting_trainer(monkeypatch, accuracy=0.5, seconds=0.3):
     marks the net it 'trained' so that a load can be told from a fresh net."""
     calls = []
 
-    def train(net, data, name):
+    def train(net, data, name, device):
         calls.append(name)
         time.sleep(seconds)  # long enough for a second asker to arrive while this one trains
         with torch.no_grad():

@@ -28,13 +28,8 @@ from mmbench.model import MultimodalVAE
 D = 2  # latent size: small enough to integrate on a grid
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are small: one thread is faster, and much faster on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These tensors are small: one thread is faster, and much faster on a shared, busy CPU.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class LinearGaussian(Modality):

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from mmbench import api, hookspecs
 from mmbench.evaluation import EvalContext
@@ -21,14 +20,9 @@ from mmbench.testing import check_dataset, check_metric, check_posterior, tiny_c
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy machine its spin-waiting
-    costs far more than it brings (a toy judge: 1 CPU-second on one thread, 31 on two)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models gain nothing from a second thread, and on a busy machine its spin-waiting costs
+# far more than it brings (a toy judge: 1 CPU-second on one thread, 31 on two).
+pytestmark = pytest.mark.usefixtures("single_thread")
 DOC = (ROOT / "docs" / "plugins.md").read_text()
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```\n", re.S | re.M)
 
