@@ -24,7 +24,6 @@ import torch
 
 from mmbench.distributions import log_mean_exp, normal_kl
 from mmbench.modalities import ImageModality
-from mmbench.model import MultimodalVAE
 from mmbench.plugins import get_plugins
 
 BATCH = int(os.environ.get("MMBENCH_BENCH_BATCH", 128))
@@ -170,7 +169,7 @@ def plugins():
 def test_training_step(benchmark, plugins, name, impl):
     posterior = plugins.posteriors.get(name)
     torch.manual_seed(0)
-    model = MultimodalVAE(mnist_svhn_modalities(), LATENT, posterior.family)
+    model = posterior.build_model(mnist_svhn_modalities(), LATENT)
     xs = [torch.rand(BATCH, *m.shape) for m in model.modalities]
     estimator = posterior.estimators[0]
     if impl == "loop":

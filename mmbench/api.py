@@ -1,10 +1,13 @@
-"""The base classes a plugin subclasses: Modality, Dataset, Posterior, Metric.
+"""The base classes a plugin subclasses: Modality, Dataset, Posterior, Metric — and Option,
+the declaration of a setting a plugin owns.
 
 The core only ever talks to these interfaces; it never names a concrete plugin.
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +16,89 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor, nn
 
-from .errors import MMBenchError
+from .errors import MMBenchError, Unsupported
+from .model import MultimodalVAE
+
+__all__ = ["Option", "Configurable", "Modality", "Split", "PairedData", "Dataset", "ObjectiveResult",
+           "Posterior", "MetricValue", "Metric", "MultimodalVAE", "Unsupported", "MMBenchError"]
+
+
+# --------------------------------------------------------------------------- options
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting a plugin owns, declared once: its name, default, help and valid values.
+
+    The type is the default's unless given. ``parse`` turns a user's value (a string from the
+    command line, or a TOML value) into that type and checks the range, with an error a person
+    can act on."""
+
+    name: str
+    default: Any
+    help: str
+    type: type | None = None
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
+
+    @property
+    def kind(self) -> type:
+        return self.type or type(self.default)
+
+    def parse(self, value: Any, owner: str = "") -> Any:
+        label = f"{owner}.{self.name}" if owner else self.name
+        kind = self.kind
+        if value is None and self.default is None:
+            return None
+        if isinstance(value, str) and kind is not str:
+            text = value.strip().lower()
+            try:
+                if kind is bool:
+                    if text not in _TRUE | _FALSE:
+                        raise ValueError(text)
+                    value = text in _TRUE
+                else:
+                    value = kind(value)
+            except ValueError:
+                raise MMBenchError(f"{label} takes a {kind.__name__} (got {value!r}): {self.help}") from None
+        elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise MMBenchError(f"{label} takes a {kind.__name__} (got {value!r}): {self.help}")
+        if self.choices is not None and value not in self.choices:
+            raise MMBenchError(f"{label} must be one of {', '.join(map(str, self.choices))} (got {value!r})")
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            bounds = f"{'' if self.low is None else self.low} .. {'' if self.high is None else self.high}".strip()
+            raise MMBenchError(f"{label} must be in {bounds} (got {value!r}): {self.help}")
+        return value
+
+
+class Configurable:
+    """A plugin that declares ``options``; ``configure`` returns a copy with values set, and
+    ``option_values`` holds every declared option's value (the default where none was given)."""
+
+    name: str
+    options: tuple[Option, ...] = ()
+
+    @property
+    def option_values(self) -> dict[str, Any]:
+        given = self.__dict__.get("_configured", {})
+        return {o.name: given.get(o.name, o.default) for o in self.options}
+
+    def configure(self, **values) -> "Configurable":
+        declared = {o.name: o for o in self.options}
+        for key in values:
+            if key not in declared:
+                close = difflib.get_close_matches(key, declared, n=1)
+                hint = (f"; did you mean '{close[0]}'?" if close else
+                        f"; it has {', '.join(declared)}" if declared else "; it declares none")
+                raise MMBenchError(f"'{getattr(self, 'name', type(self).__name__)}' has no option '{key}'{hint}")
+        parsed = {k: declared[k].parse(v, getattr(self, "name", "")) for k, v in values.items()}
+        configured = copy.copy(self)
+        configured._configured = {**self.__dict__.get("_configured", {}), **parsed}
+        return configured
 
 
 # --------------------------------------------------------------------------- modalities
@@ -148,8 +233,9 @@ class ObjectiveResult:
     decoder_passes: float
 
 
-class Posterior:
-    """How unimodal experts combine into a joint posterior, and the objective that trains them."""
+class Posterior(Configurable):
+    """How unimodal experts combine into a joint posterior, the objective that trains them,
+    and the model (networks, latent layout) it trains: ``build_model``."""
 
     name: str
     description: str = ""
@@ -157,6 +243,13 @@ class Posterior:
     family: Any = None
     #: gradient estimators this objective offers; the first is the default
     estimators: tuple[str, ...] = ("reparam",)
+
+    def build_model(self, modalities: list[Modality], latent_dim: int) -> nn.Module:
+        """The networks this posterior trains, implementing the model contract of
+        :mod:`mmbench.model` (prior, condition, cross_latents, represent, decode,
+        log_likelihood, latents_decoded). The default: one encoder and decoder per modality
+        over one shared latent, fused by this posterior's ``condition``."""
+        return MultimodalVAE(modalities, latent_dim, self.family, fusion=self)
 
     def decoder_passes(self, num_modalities: int) -> int:
         """Declared cost: decoder passes per step, one pass = one decoder on K·B latents."""
@@ -179,8 +272,12 @@ class MetricValue:
     details: dict | None = None
 
 
-class Metric:
-    """Evaluates a trained model; declares the criterion it serves and how to read it."""
+class Metric(Configurable):
+    """Evaluates a trained model; declares the criterion it serves and how to read it.
+
+    It reads the model only through the model contract (``ctx.model.prior``, ``condition``,
+    ``cross_latents``, ``represent``, ``decode``, ``log_likelihood``); a model that cannot give
+    what it needs raises :class:`Unsupported`, and the metric is skipped with that reason."""
 
     name: str
     criterion: str = ""

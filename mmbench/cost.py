@@ -208,7 +208,7 @@ def measure(dataset, posterior, *, M: int, K: int, batch: int, latent_dim: int, 
     """Measure one training step of ``posterior`` on ``dataset`` configured with M modalities."""
     modalities = dataset.configure(modalities=M).modalities
     torch.manual_seed(seed)
-    model = MultimodalVAE(modalities, latent_dim, posterior.family).to(device)
+    model = posterior.build_model(modalities, latent_dim).to(device)
     xs = synthetic_batch(model, batch, seed)
     if compile:
         compile_networks(model)

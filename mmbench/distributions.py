@@ -180,6 +180,37 @@ class Mixture:
         return mixture_log_prob(torch.stack([c.log_prob(z) for c in self.components]))
 
 
+class Concatenated:
+    """Independent distributions over consecutive blocks of the latent (e.g. a shared block and
+    one private block per modality): the sample is their concatenation along the last
+    dimension, the log-density the sum of the blocks' log-densities."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+
+    @property
+    def sizes(self) -> list[int]:
+        return [p.mean.shape[-1] for p in self.parts]
+
+    @property
+    def mean(self) -> Tensor:
+        return _concatenate([p.mean for p in self.parts])
+
+    def rsample(self, n: int) -> Tensor:
+        return _concatenate([p.rsample(n) for p in self.parts])
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        blocks = z.split(self.sizes, dim=-1)
+        return sum(p.log_prob(b) for p, b in zip(self.parts, blocks))
+
+
+def _concatenate(blocks: list[Tensor]) -> Tensor:
+    """Blocks [..., D_i] joined along the last dimension, broadcasting the others (a prior's
+    block [D_i] beside a posterior's [B, D_j])."""
+    shape = torch.broadcast_shapes(*[b.shape[:-1] for b in blocks])
+    return torch.cat([b.expand(*shape, b.shape[-1]) for b in blocks], dim=-1)
+
+
 def mixture_log_prob(component_log_probs: Tensor) -> Tensor:
     """log of a uniform mixture: logsumexp over the first dimension minus log(#components)."""
     return log_mean_exp(component_log_probs, 0)

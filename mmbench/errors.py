@@ -11,3 +11,8 @@ class PluginError(MMBenchError):
 
 class DataError(MMBenchError):
     """A dataset is missing, corrupt, or cannot be obtained."""
+
+
+class Unsupported(MMBenchError):
+    """A model cannot give what a metric asks of it (e.g. an exact density); the metric is
+    skipped with this reason instead of reporting a wrong number."""

@@ -1,5 +1,6 @@
-"""What a metric sees of a trained model: the context, and batched helpers to encode,
-condition and decode without holding a whole split's activations at once."""
+"""What a metric sees of a trained model: the context, and batched helpers over the model
+contract (mmbench.model) to condition, represent, draw cross latents and decode without
+holding a whole split's activations at once."""
 
 from __future__ import annotations
 
@@ -46,17 +47,30 @@ class EvalContext:
         gen = torch.Generator().manual_seed(12345)
         return torch.randperm(n, generator=gen)[:limit].sort().values.to(self.device)
 
-    @torch.no_grad()
-    def posterior_means(self, xs_by_modality: dict[int, Tensor]) -> Tensor:
-        """Means of the joint posterior given the listed modalities' items, batched."""
+    def _batched(self, xs_by_modality: dict[int, Tensor], read) -> Tensor:
+        """read(xs, observed) over batches of the listed modalities' items, concatenated."""
         observed = sorted(xs_by_modality)
         n = len(next(iter(xs_by_modality.values())))
         out = []
         for i in range(0, n, BATCH):
             xs = [xs_by_modality[m][i:i + BATCH] if m in xs_by_modality else None for m in range(len(self.names))]
-            experts = self.model.encode(xs)
-            out.append(self.posterior.condition(self.model, experts, observed).mean)
+            out.append(read(xs, observed))
         return torch.cat(out)
+
+    @torch.no_grad()
+    def posterior_means(self, xs_by_modality: dict[int, Tensor]) -> Tensor:
+        """Means of the joint posterior given the listed modalities' items [N, D], batched."""
+        return self._batched(xs_by_modality, lambda xs, observed: self.model.condition(xs, observed).mean)
+
+    @torch.no_grad()
+    def representations(self, xs_by_modality: dict[int, Tensor]) -> Tensor:
+        """What the latent probe reads given the listed modalities' items [N, R], batched."""
+        return self._batched(xs_by_modality, self.model.represent)
+
+    @torch.no_grad()
+    def cross_latents(self, xs_by_modality: dict[int, Tensor]) -> Tensor:
+        """One latent draw [N, D] per item to generate the unlisted modalities from, batched."""
+        return self._batched(xs_by_modality, self.model.cross_latents)
 
     @torch.no_grad()
     def decode_means(self, d: int, z: Tensor) -> Tensor:

@@ -1,26 +1,41 @@
-"""The one generic multimodal VAE: an encoder and a decoder per modality, a prior of the
-posterior's latent family, and the likelihood terms every objective is built from."""
+"""The model contract every metric reads, and the one generic multimodal VAE that implements it.
+
+A posterior plugin builds its model with ``Posterior.build_model``; the default is
+:class:`MultimodalVAE` (an encoder and a decoder per modality, one shared latent). A plugin
+with a joint encoder or private latents subclasses it and overrides what differs — the
+networks it creates, ``condition``, ``cross_latents``, ``represent``, ``prior`` and ``decode``.
+Metrics see only the methods below marked *contract*; they never reach into encoders,
+decoders or the fusion rule (docs/plugins.md, "The model contract").
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from .api import Modality
 from .distributions import Factorised, LatentFamily
+from .errors import Unsupported
+
+if TYPE_CHECKING:  # api imports this module to build the default model
+    from .api import Modality, Posterior
 
 
 class MultimodalVAE(nn.Module):
     """Encoders, decoders and prior over a dataset's modalities.
 
     ``latents_decoded`` counts the latent vectors passed through any decoder, so that an
-    objective's decoder passes are measured (latents ÷ K·B), not assumed."""
+    objective's decoder passes are measured (latents ÷ K·B), not assumed. ``fusion`` is the
+    posterior whose ``condition`` combines the experts (a plain attribute: not in the state)."""
 
-    def __init__(self, modalities: list[Modality], latent_dim: int, family: LatentFamily):
+    def __init__(self, modalities: list["Modality"], latent_dim: int, family: LatentFamily,
+                 fusion: "Posterior | None" = None):
         super().__init__()
         self.modalities = list(modalities)
         self.latent_dim = latent_dim
         self.family = family
+        self.fusion = fusion
         self.encoders = nn.ModuleList([m.encoder(latent_dim) for m in self.modalities])
         self.decoders = nn.ModuleList([m.decoder(latent_dim) for m in self.modalities])
         self.prior_params = family.make_prior(latent_dim)
@@ -30,10 +45,50 @@ class MultimodalVAE(nn.Module):
     def names(self) -> list[str]:
         return [m.name for m in self.modalities]
 
-    def prior(self) -> Factorised:
+    @property
+    def weights(self) -> list[float]:
+        return [m.weight for m in self.modalities]
+
+    # ------------------------------------------------------------------ the contract
+    def prior(self):
+        """*Contract.* p(z) over the whole latent [D]: ``.rsample(n)`` [n, D] drives joint
+        generation, ``.log_prob`` the likelihood estimates."""
         loc, scale = self.prior_params()
         return Factorised(self.family, loc, scale)
 
+    def condition(self, xs: list[Tensor | None], observed: list[int]):
+        """*Contract.* q(z | x_observed) over the whole latent, for items xs (None where a
+        modality is not given): ``.mean`` [B, D], ``.rsample(n)`` [n, B, D], ``.log_prob(z)``."""
+        if self.fusion is None:
+            raise Unsupported("this model has no fusion rule (build it with Posterior.build_model)")
+        return self.fusion.condition(self, self.encode(xs), list(observed))
+
+    def cross_latents(self, xs: list[Tensor | None], observed: list[int]) -> Tensor:
+        """*Contract.* One latent draw [B, D] from which every unobserved modality is generated
+        given the observed ones (cross and subset generation). Here: one sample of
+        ``condition``; a model with private latents draws the unobserved modalities' private
+        parts from their own (auxiliary) priors."""
+        return self.condition(xs, observed).rsample(1)[0]
+
+    def represent(self, xs: list[Tensor | None], observed: list[int]) -> Tensor:
+        """*Contract.* What a latent probe reads given the observed modalities: [B, R]. Here
+        the posterior mean; a model with private latents gives its shared block."""
+        return self.condition(xs, observed).mean
+
+    def decode(self, d: int, z: Tensor) -> Tensor:
+        """*Contract.* Decoder d on latents z [..., D]: one call on all of them, output
+        [..., *params]."""
+        flat = z.reshape(-1, z.shape[-1])
+        self.latents_decoded += flat.shape[0]
+        out = self.decoders[d](flat)
+        return out.reshape(*z.shape[:-1], *out.shape[1:])
+
+    def log_likelihood(self, d: int, z: Tensor, x: Tensor) -> Tensor:
+        """*Contract.* log p_d(x | z) for latents z [..., B, D] and data x [B, ...] -> [..., B]
+        (unweighted)."""
+        return self.modalities[d].log_likelihood(self.decode(d, z), x)
+
+    # ------------------------------------------------------------------ for objectives
     def encode(self, xs: list[Tensor | None]) -> list[Factorised | None]:
         """One expert q_m(z|x_m) per modality (None where x_m is None)."""
         experts = []
@@ -47,18 +102,3 @@ class MultimodalVAE(nn.Module):
             loc, scale = self.family.params(*raw.chunk(2, dim=-1))
             experts.append(Factorised(self.family, loc, scale))
         return experts
-
-    def decode(self, d: int, z: Tensor) -> Tensor:
-        """Decoder d on latents z [..., D]: one call on all of them, output [..., *params]."""
-        flat = z.reshape(-1, z.shape[-1])
-        self.latents_decoded += flat.shape[0]
-        out = self.decoders[d](flat)
-        return out.reshape(*z.shape[:-1], *out.shape[1:])
-
-    def log_likelihood(self, d: int, z: Tensor, x: Tensor) -> Tensor:
-        """log p_d(x | z) for latents z [..., B, D] and data x [B, ...] -> [..., B] (unweighted)."""
-        return self.modalities[d].log_likelihood(self.decode(d, z), x)
-
-    @property
-    def weights(self) -> list[float]:
-        return [m.weight for m in self.modalities]

@@ -10,7 +10,6 @@ import torch
 
 from .errors import MMBenchError
 from .evaluation import EvalContext
-from .model import MultimodalVAE
 from .results import atomic_write_json, read_json, read_metrics, write_metrics
 from .runner import _now, eval_options, evaluate_metrics, resolve_metrics
 from .train import load_checkpoint
@@ -35,7 +34,7 @@ def load_trained(run_dir: Path, plugins, device: torch.device):
                            f"of {hp['epochs']}; it is not the finished model")
     dataset = plugins.datasets.get(spec["dataset"]).configure(**spec.get("dataset_options", {}))
     posterior = plugins.posteriors.get(spec["posterior"])
-    model = MultimodalVAE(dataset.modalities, hp["latent_dim"], posterior.family)
+    model = posterior.build_model(dataset.modalities, hp["latent_dim"])
     model.load_state_dict(checkpoint["model"])
     return info, dataset, posterior, model.to(device).eval()
 

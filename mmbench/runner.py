@@ -18,7 +18,6 @@ import torch
 from . import __version__
 from .errors import MMBenchError
 from .evaluation import EvalContext
-from .model import MultimodalVAE
 from .results import SCHEMA_VERSION, atomic_write_json, read_json, write_metrics
 from .integrity import resumable_checkpoint
 from .train import Diverged, TrainConfig, train
@@ -121,7 +120,7 @@ def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Pat
     atomic_write_json(info_path, info)
 
     torch.manual_seed(spec.seed)
-    model = MultimodalVAE(dataset.modalities, hp["latent_dim"], posterior.family).to(device)
+    model = posterior.build_model(dataset.modalities, hp["latent_dim"]).to(device)
     cfg = TrainConfig(epochs=hp["epochs"], K=hp["K"], batch_size=hp["batch_size"], lr=hp["lr"],
                       estimator=hp["estimator"], seed=spec.seed)
     checkpoint = run_dir / "checkpoint.pt"
@@ -177,6 +176,9 @@ def evaluate_metrics(ctx: EvalContext, metrics, plugins=None, seconds: dict | No
         started = time.perf_counter()
         try:
             values = list(metric.evaluate(ctx))
+        except Unsupported as exc:  # the model cannot give what the metric needs: a stated skip, never a number
+            skipped[metric.name] = f"unsupported by posterior '{ctx.posterior.name}': {exc}"
+            continue
         except Exception as exc:  # one broken metric must not lose the trained run
             skipped[metric.name] = f"raised {type(exc).__name__}: {exc}"
             if not isinstance(exc, MMBenchError):  # a bug: its author needs the traceback; a user error does not

@@ -33,7 +33,6 @@ from .datasets import stratified_split
 from .distributions import LatentFamily
 from .errors import MMBenchError
 from .evaluation import EvalContext
-from .model import MultimodalVAE
 from .modalities import ImageModality, TextModality
 from .train import TrainConfig, train
 
@@ -159,7 +158,7 @@ def check_posterior(posterior: Posterior, *, modality_counts=(2, 3), K: int = 2,
         dataset = ToyDataset(M)
         data = dataset.load()
         torch.manual_seed(seed)
-        model = MultimodalVAE(dataset.modalities, latent_dim, posterior.family)
+        model = posterior.build_model(dataset.modalities, latent_dim)
         xs = data.train.batch(torch.arange(batch), model.names)
         declared = posterior.decoder_passes(M)
         for estimator in posterior.estimators:
@@ -184,7 +183,7 @@ def check_posterior(posterior: Posterior, *, modality_counts=(2, 3), K: int = 2,
                            f"{where}: the loss carries no gradient"):
                 continue
             result.loss.backward()
-            for kind, nets in (("encoder", model.encoders), ("decoder", model.decoders)):
+            for kind, nets in (("encoder", getattr(model, "encoders", ())), ("decoder", getattr(model, "decoders", ()))):
                 for name, net in zip(model.names, nets):
                     grads = [q.grad for q in net.parameters() if q.grad is not None]
                     p.check(bool(grads) and any(g.abs().sum() > 0 for g in grads),
@@ -192,12 +191,36 @@ def check_posterior(posterior: Posterior, *, modality_counts=(2, 3), K: int = 2,
                     p.check(all(torch.isfinite(g).all() for g in grads), f"{where}: the {kind} of {name} "
                             "gets a non-finite gradient")
         with torch.no_grad():
-            for observed in [[m] for m in range(M)] + [list(range(M))]:
-                experts = model.encode([x if m in observed else None for m, x in enumerate(xs)])
-                _check_distribution(p, posterior.condition(model, experts, observed), batch, latent_dim,
-                                    f"M={M}, condition on {observed}")
+            _check_model_contract(p, model, xs, batch, f"M={M}")
     p.raise_if_any()
     return counted
+
+
+def _check_model_contract(p: _Problems, model, xs: list[Tensor], batch: int, where: str) -> None:
+    """What every metric reads of a model (mmbench.model): a prior over the whole latent, and
+    given any observed subset a posterior, cross latents and a representation, all finite."""
+    try:
+        prior = model.prior()
+        dims = prior.mean.shape[-1]
+        z = prior.rsample(4)
+    except Exception as exc:
+        p.check(False, f"{where}: the model's prior(): {type(exc).__name__}: {exc} (needs .mean, .rsample(n))")
+        return
+    p.check(tuple(z.shape) == (4, dims), f"{where}: prior().rsample(4) is {tuple(z.shape)}, expected {(4, dims)}")
+    for d, name in enumerate(model.names):
+        out = model.decode(d, z)
+        p.check(bool(torch.isfinite(out).all()), f"{where}: decoding {name} from prior samples is not finite")
+    M = len(xs)
+    for observed in [[m] for m in range(M)] + [list(range(M))]:
+        given = [x if m in observed else None for m, x in enumerate(xs)]
+        at = f"{where}, given {observed}"
+        _check_distribution(p, model.condition(given, observed), batch, dims, f"{at}: condition")
+        cross = model.cross_latents(given, observed)
+        p.check(tuple(cross.shape) == (batch, dims) and bool(torch.isfinite(cross).all()),
+                f"{at}: cross_latents is {tuple(cross.shape)} or not finite, expected {(batch, dims)}")
+        rep = model.represent(given, observed)
+        p.check(rep.dim() == 2 and rep.shape[0] == batch and bool(torch.isfinite(rep).all()),
+                f"{at}: represent is {tuple(rep.shape)} or not finite, expected [{batch}, R]")
 
 
 def _check_distribution(p: _Problems, q, batch: int, latent_dim: int, where: str) -> None:
@@ -389,7 +412,7 @@ def tiny_context(posterior: Posterior, dataset: Dataset | None = None, data: Pai
             raise MMBenchError(f"tiny_context needs the data of dataset '{dataset.name}': pass data=dataset.load(dir)")
     data = data.to(device)
     torch.manual_seed(seed)
-    model = MultimodalVAE(dataset.modalities, latent_dim, posterior.family).to(device)
+    model = posterior.build_model(dataset.modalities, latent_dim).to(device)
     cfg = TrainConfig(epochs=epochs, K=K, batch_size=batch_size, lr=1e-3, estimator=posterior.estimators[0], seed=seed)
     train(model, posterior, data.train, cfg, progress=False)
     model.eval()

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from mmbench.evaluation import EvalContext
-from mmbench.model import MultimodalVAE
 from mmbench_cca import ImageLanguageCCA
 from mmbench_cca.correlation import cached_cca, fit_cca, pair_correlation
 from mmbench_cca.embedding import fit_sentence_embedding
@@ -78,7 +77,7 @@ def _digits_ctx(plugins, digits_data, mmbench_home, posterior="moe"):
     dataset = plugins.datasets.get("digits")
     post = plugins.posteriors.get(posterior)
     torch.manual_seed(0)
-    model = MultimodalVAE(dataset.modalities, 4, post.family).eval()
+    model = post.build_model(dataset.modalities, 4).eval()
     return EvalContext(dataset=dataset, data=digits_data, model=model, posterior=post, device=torch.device("cpu"),
                        cache_dir=mmbench_home / "cache")
 

@@ -85,7 +85,7 @@ def test_a_step_reads_nothing_back_from_the_device(plugins, name):
     data-dependent shape) raises: a step that runs there queues work without syncing."""
     posterior = plugins.posteriors.get(name)
     mods = [ImageModality("a", (1, 6, 6), hidden=8), ImageModality("b", (3, 8, 8), arch="conv", channels=(4, 8))]
-    model = MultimodalVAE(mods, 4, posterior.family).to("meta")
+    model = posterior.build_model(mods, 4).to("meta")
     xs = [torch.rand(3, *m.shape, device="meta") for m in mods]
     result = posterior.objective(model, xs, 2, posterior.estimators[0])
     result.loss.backward()
@@ -125,7 +125,7 @@ def test_a_bf16_autocast_step_keeps_the_latent_arithmetic_in_fp32(plugins, name)
     """Autocast runs the networks in bf16; densities, weights and DReG's hook stay fp32."""
     posterior = plugins.posteriors.get(name)
     torch.manual_seed(0)
-    model = MultimodalVAE(TinyMModalities(3).modalities, 4, posterior.family)
+    model = posterior.build_model(TinyMModalities(3).modalities, 4)
     xs = cost.synthetic_batch(model, 5)
     torch.manual_seed(1)
     reference = posterior.objective(model, xs, 3, posterior.estimators[0]).bound

@@ -11,7 +11,6 @@ from torch import nn
 from mmbench.api import Dataset, Modality, PairedData, Split
 from mmbench.distributions import normal_log_prob
 from mmbench.evaluation import EvalContext
-from mmbench.model import MultimodalVAE
 from mmbench_likelihood import LogLikelihood
 from mmbench_likelihood.estimate import log_marginals
 
@@ -61,7 +60,7 @@ class Toy(Dataset):
 
 def toy_model(posterior):
     torch.manual_seed(0)
-    return MultimodalVAE(MODALITIES, 1, posterior.family).eval()
+    return posterior.build_model(MODALITIES, 1).eval()
 
 
 def toy_data(model, n=24):

@@ -23,7 +23,6 @@ from torch import nn
 
 from mmbench.api import Modality
 from mmbench.distributions import normal_log_prob
-from mmbench.model import MultimodalVAE
 
 D = 2  # latent size: small enough to integrate on a grid
 
@@ -55,7 +54,7 @@ def toy_model(posterior, dims=(3, 2), seed=0, weights=None):
     torch.manual_seed(seed)
     weights = weights or [1.0] * len(dims)
     mods = [LinearGaussian(f"x{i}", n, weight=w) for i, (n, w) in enumerate(zip(dims, weights))]
-    model = MultimodalVAE(mods, D, posterior.family).double()
+    model = posterior.build_model(mods, D).double()
     with torch.no_grad():
         for enc in model.encoders:  # experts that disagree, so the mixture and strata matter;
             enc.bias[:D].normal_(0, 1.5)  # scales near one, so a grid resolves them

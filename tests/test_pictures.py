@@ -9,7 +9,6 @@ from PIL import Image
 
 from mmbench.distributions import DiagonalNormal, Factorised, normal_kl
 from mmbench.evaluation import EvalContext
-from mmbench.model import MultimodalVAE
 from mmbench_pictures import ITEMS, JOINT_SAMPLES, TRAVERSAL_STEPS, Pictures
 from mmbench_pictures.divergence import kl_per_dim
 from mmbench_pictures.grid import CELL, HEADER, PAD, TEXT_WIDTH
@@ -24,7 +23,7 @@ def pictures_dir(plugins, digits_data, tmp_path_factory):
     dataset = plugins.datasets.get("digits")
     posterior = plugins.posteriors.get("moe")
     torch.manual_seed(0)
-    model = MultimodalVAE(dataset.modalities, LATENT, posterior.family).eval()
+    model = posterior.build_model(dataset.modalities, LATENT).eval()
     run_dir = tmp_path_factory.mktemp("run")
     ctx = EvalContext(dataset=dataset, data=digits_data, model=model, posterior=posterior,
                       device=torch.device("cpu"), run_dir=run_dir)

@@ -109,12 +109,7 @@ class ImageLanguageCCA(Metric):
     @torch.no_grad()
     def _cross(self, ctx, src: int, dst: int, x: torch.Tensor) -> torch.Tensor:
         """Decode dst from one sample of q(z | x_src), batched."""
-        out = []
-        for i in range(0, len(x), BATCH):
-            xs = [x[i:i + BATCH] if j == src else None for j in range(len(ctx.names))]
-            z = ctx.posterior.condition(ctx.model, ctx.model.encode(xs), [src]).rsample(1)[0]
-            out.append(ctx.decode_means(dst, z))
-        return torch.cat(out)
+        return ctx.decode_means(dst, ctx.cross_latents({src: x}))
 
     # ---------------------------------------------------------------- metric
     def evaluate(self, ctx):

@@ -88,9 +88,8 @@ class LogLikelihood(Metric):
         batch = items_per_batch(samples)
         for start in range(0, len(xs[0]), batch):
             part = [x[start:start + batch] for x in xs]
-            experts = ctx.model.encode(part)
             for observed, targets in proposal_sets(len(part)):
-                q = ctx.posterior.condition(ctx.model, experts, list(observed))
+                q = ctx.model.condition([x if m in observed else None for m, x in enumerate(part)], list(observed))
                 for target, value in log_marginals(ctx.model, q, part, targets, samples).items():
                     sums[(target, observed)] = sums.get((target, observed), 0.0) + value.sum().item()
                     experts_in_q = len(proposal_components(q))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmbench.errors import Unsupported
 from mmbench.objectives import tight_iwae
 
 #: most latents drawn and decoded at once (bounds memory: a 3×32×32 decoder output is 12 kB each)
@@ -42,9 +43,11 @@ def log_marginals(model, q, xs: list[Tensor | None], target_sets: list[tuple[int
                   budget: int = LATENT_BUDGET) -> dict[tuple[int, ...], Tensor]:
     """IWAE estimates of log p(x_T) [B] for every target set T, all from one set of samples of
     the proposal q (a posterior over B items). ``xs[d]`` must be given for every d in a target."""
+    if not hasattr(q, "log_prob"):
+        raise Unsupported(f"the model's posterior ({type(q).__name__}) has no density to weight samples with")
     components = proposal_components(q)
     per = samples_per_component(q, samples)
-    batch = components[0].loc.shape[0]
+    batch = components[0].mean.shape[0]
     chunk = max(1, budget // (len(components) * batch))
     prior = model.prior()
     decoders = sorted({d for target in target_sets for d in target})

@@ -28,13 +28,13 @@ class LatentAccuracy(Metric):
     criterion = "latent factorisation"
     higher_is_better = True
     unit = "fraction"
-    description = "linear probe on posterior means: per modality (its own items) and joint (paired items)"
+    description = "linear probe on the model's representation (posterior means): per modality (its own items) and joint (paired items)"
 
     def evaluate(self, ctx):
         data = ctx.data
         for m, name in enumerate(ctx.names):
-            train = ctx.posterior_means({m: data.train.pools[name]})
-            test = ctx.posterior_means({m: data.test.pools[name]})
+            train = ctx.representations({m: data.train.pools[name]})
+            test = ctx.representations({m: data.test.pools[name]})
             acc = _linear_probe_accuracy(train.cpu().numpy(), data.train.pool_labels[name].cpu().numpy(),
                                          test.cpu().numpy(), data.test.pool_labels[name].cpu().numpy())
             yield MetricValue(f"latent_acc[{name}]", acc)
@@ -45,7 +45,7 @@ class LatentAccuracy(Metric):
             feats = []
             for split, rows in ((data.train, train_rows), (data.test, test_rows)):
                 xs = split.batch(rows, ctx.names)
-                feats.append((ctx.posterior_means(dict(enumerate(xs))).cpu().numpy(), split.labels[rows].cpu().numpy()))
+                feats.append((ctx.representations(dict(enumerate(xs))).cpu().numpy(), split.labels[rows].cpu().numpy()))
             yield MetricValue("latent_acc[joint]", _linear_probe_accuracy(*feats[0], *feats[1]))
 
 
@@ -82,11 +82,7 @@ class CrossCoherence(Metric):
         xs = ctx.data.test.batch(rows, ctx.names)
         labels = ctx.data.test.labels[rows]
         for a, src in enumerate(ctx.names):
-            z = []
-            for i in range(0, len(rows), 1024):
-                experts = ctx.model.encode([x[i:i + 1024] if j == a else None for j, x in enumerate(xs)])
-                z.append(ctx.posterior.condition(ctx.model, experts, [a]).rsample(1)[0])
-            z = torch.cat(z)
+            z = ctx.cross_latents({a: xs[a]})
             for b, dst in enumerate(ctx.names):
                 judge = ctx.judge(b)
                 if b == a or judge is None:

@@ -88,12 +88,12 @@ class Pictures(Metric):
         names = ctx.names
         rows = ctx.test_rows(KL_ITEMS)
         xs = ctx.data.test.batch(rows, names)
-        experts = ctx.model.encode(xs)
         prior = ctx.model.prior()
-        singles = {n: ctx.posterior.condition(ctx.model, experts, [m]) for m, n in enumerate(names)}
+        singles = {n: ctx.model.condition([x if j == m else None for j, x in enumerate(xs)], [m])
+                   for m, n in enumerate(names)}
         to_prior = {n: kl_per_dim(q, prior).tolist() for n, q in singles.items()}
         if len(names) > 1:
-            joint = ctx.posterior.condition(ctx.model, experts, list(range(len(names))))
+            joint = ctx.model.condition(xs, list(range(len(names))))
             to_prior["joint"] = kl_per_dim(joint, prior).tolist()
         between = {f"{a},{b}": symmetric_kl_per_dim(singles[a], singles[b]).tolist()
                    for a, b in combinations(names, 2)}

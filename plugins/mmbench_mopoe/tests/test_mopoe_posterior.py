@@ -16,7 +16,6 @@ except ImportError:  # a source checkout, not installed: test the package beside
 import mmbench_mopoe  # noqa: E402
 
 from mmbench.distributions import DiagonalNormal, Factorised, Mixture
-from mmbench.model import MultimodalVAE
 from mmbench.testing import ToyDataset, check_metric, check_posterior, registered, tiny_context
 from mmbench_mopoe import MoPoE, assign_subsets, nonempty_subsets
 
@@ -79,7 +78,7 @@ def test_objective_estimates_the_average_of_the_subsets_elbos(monkeypatch):
     posterior.family = _NoNoise()
     dataset = ToyDataset(3)
     torch.manual_seed(0)
-    model = MultimodalVAE(dataset.modalities, 4, posterior.family)
+    model = posterior.build_model(dataset.modalities, 4)
     B = 5
     xs = dataset.load().train.batch(torch.arange(B), model.names)
     S = 7
