@@ -136,7 +136,7 @@ def test_a_metric_runs_on_a_tiny_mopoe_model():
 
         def evaluate(self, ctx):
             xs = ctx.data.test.batch(ctx.test_rows(32), ctx.names)
-            q = ctx.posterior.condition(ctx.model, ctx.model.encode(xs), list(range(len(xs))))
+            q = ctx.model.condition(xs, list(range(len(xs))))
             yield MetricValue("spread", q.log_prob(q.rsample(4)).mean().item())
 
     values = check_metric(PosteriorSpread(), tiny_context(MoPoE()))
