@@ -183,7 +183,8 @@ class Mixture:
 class Concatenated:
     """Independent distributions over consecutive blocks of the latent (e.g. a shared block and
     one private block per modality): the sample is their concatenation along the last
-    dimension, the log-density the sum of the blocks' log-densities."""
+    dimension, the log-density the sum of the blocks' log-densities. The blocks share their
+    batch shape (expand a prior's block to the batch: ``Factorised(f, loc.expand(B, -1), ...)``)."""
 
     def __init__(self, parts: list):
         self.parts = parts
@@ -194,21 +195,14 @@ class Concatenated:
 
     @property
     def mean(self) -> Tensor:
-        return _concatenate([p.mean for p in self.parts])
+        return torch.cat([p.mean for p in self.parts], dim=-1)
 
     def rsample(self, n: int) -> Tensor:
-        return _concatenate([p.rsample(n) for p in self.parts])
+        return torch.cat([p.rsample(n) for p in self.parts], dim=-1)
 
     def log_prob(self, z: Tensor) -> Tensor:
         blocks = z.split(self.sizes, dim=-1)
         return sum(p.log_prob(b) for p, b in zip(self.parts, blocks))
-
-
-def _concatenate(blocks: list[Tensor]) -> Tensor:
-    """Blocks [..., D_i] joined along the last dimension, broadcasting the others (a prior's
-    block [D_i] beside a posterior's [B, D_j])."""
-    shape = torch.broadcast_shapes(*[b.shape[:-1] for b in blocks])
-    return torch.cat([b.expand(*shape, b.shape[-1]) for b in blocks], dim=-1)
 
 
 def mixture_log_prob(component_log_probs: Tensor) -> Tensor:
