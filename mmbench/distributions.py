@@ -128,17 +128,21 @@ def normal_kl(loc: Tensor, scale: Tensor, prior_loc: Tensor, prior_scale: Tensor
     return 0.5 * (ratio + ((loc - prior_loc) / prior_scale) ** 2 - 1 - torch.log(ratio)).sum(-1)
 
 
-def product_of_experts(locs: Tensor, scales: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """The product of a standard-normal prior expert and Gaussian experts (MVAE).
+def product_of_experts(locs: Tensor, scales: Tensor, mask: Tensor | None = None,
+                       prior_power: float = 1.0) -> tuple[Tensor, Tensor]:
+    """The normalised product of a standard-normal prior expert and Gaussian experts (MVAE),
+    each raised to a power: N(0, I)^{π_0} Π_e q_e^{π_e}, itself a Gaussian.
 
-    ``locs``/``scales``: [E, ..., D] for E experts; ``mask``: [E] or broadcastable bool/float,
-    1 where the expert takes part. Precision 1 + Σ σ⁻², mean (Σ μ σ⁻²) / precision.
+    ``locs``/``scales``: [E, ..., D] for E experts; ``mask``: [E] or broadcastable, the powers
+    π_e — bool or 1/0 where an expert takes part or not, fractions for a weighted geometric mean
+    (mmJSD's dynamic prior); ``prior_power``: π_0, 1 for MVAE's prior expert, 0 for the product
+    of the experts alone. Precision π_0 + Σ π_e σ_e⁻², mean (Σ π_e μ_e σ_e⁻²) / precision.
     """
     precision = scales.pow(-2)
     if mask is not None:
         mask = mask.to(precision.dtype).reshape(mask.shape + (1,) * (precision.dim() - mask.dim()))
         precision = precision * mask
-    total = 1.0 + precision.sum(0)
+    total = prior_power + precision.sum(0)
     loc = (locs * precision).sum(0) / total
     return loc, total.rsqrt()
 

@@ -65,18 +65,20 @@ def test_mixture_samples_each_component_evenly():
     assert abs((z > 0).float().mean().item() - 0.5) < 0.05
 
 
-@pytest.mark.parametrize("mask", [None, torch.tensor([1, 0, 1])])
-def test_product_of_experts_matches_closed_form_on_a_grid(mask):
-    """The normalised product of the N(0,1) prior and the experts' densities, integrated
-    numerically in 1-D, has the mean and variance the closed form gives."""
+@pytest.mark.parametrize("mask,prior_power", [(None, 1.0), (torch.tensor([1, 0, 1]), 1.0),
+                                              (None, 0.0),  # the experts alone (MVTCAE)
+                                              (torch.tensor([0.3, 0.2, 0.25]), 0.25)])  # a geometric mean (mmJSD)
+def test_product_of_experts_matches_closed_form_on_a_grid(mask, prior_power):
+    """The normalised product N(0,1)^{π_0} Π_e q_e^{π_e} of the prior and the experts' densities,
+    integrated numerically in 1-D, has the mean and variance the closed form gives."""
     locs = torch.tensor([[1.5], [-0.5], [3.0]], dtype=torch.float64)
     scales = torch.tensor([[0.7], [2.0], [1.2]], dtype=torch.float64)
-    loc, scale = product_of_experts(locs, scales, mask)
+    loc, scale = product_of_experts(locs, scales, mask, prior_power=prior_power)
     grid = torch.linspace(-15, 15, 200_001, dtype=torch.float64)
-    log_density = -0.5 * grid**2
+    log_density = -0.5 * prior_power * grid**2
     for e in range(3):
-        if mask is None or mask[e]:
-            log_density = log_density - 0.5 * ((grid - locs[e, 0]) / scales[e, 0]) ** 2
+        power = 1.0 if mask is None else float(mask[e])
+        log_density = log_density - 0.5 * power * ((grid - locs[e, 0]) / scales[e, 0]) ** 2
     density = torch.exp(log_density - log_density.max())
     density = density / torch.trapezoid(density, grid)
     mean = torch.trapezoid(grid * density, grid)
