@@ -128,17 +128,19 @@ def normal_kl(loc: Tensor, scale: Tensor, prior_loc: Tensor, prior_scale: Tensor
     return 0.5 * (ratio + ((loc - prior_loc) / prior_scale) ** 2 - 1 - torch.log(ratio)).sum(-1)
 
 
-def product_of_experts(locs: Tensor, scales: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def product_of_experts(locs: Tensor, scales: Tensor, mask: Tensor | None = None,
+                       prior_expert: bool = True) -> tuple[Tensor, Tensor]:
     """The product of a standard-normal prior expert and Gaussian experts (MVAE).
 
     ``locs``/``scales``: [E, ..., D] for E experts; ``mask``: [E] or broadcastable bool/float,
-    1 where the expert takes part. Precision 1 + Σ σ⁻², mean (Σ μ σ⁻²) / precision.
+    1 where the expert takes part. Precision 1 + Σ σ⁻², mean (Σ μ σ⁻²) / precision. Without
+    the ``prior_expert`` the precision is Σ σ⁻² alone (the experts' own product).
     """
     precision = scales.pow(-2)
     if mask is not None:
         mask = mask.to(precision.dtype).reshape(mask.shape + (1,) * (precision.dim() - mask.dim()))
         precision = precision * mask
-    total = 1.0 + precision.sum(0)
+    total = 1.0 + precision.sum(0) if prior_expert else precision.sum(0)
     loc = (locs * precision).sum(0) / total
     return loc, total.rsqrt()
 

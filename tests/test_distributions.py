@@ -65,15 +65,16 @@ def test_mixture_samples_each_component_evenly():
     assert abs((z > 0).float().mean().item() - 0.5) < 0.05
 
 
+@pytest.mark.parametrize("prior_expert", [True, False])
 @pytest.mark.parametrize("mask", [None, torch.tensor([1, 0, 1])])
-def test_product_of_experts_matches_closed_form_on_a_grid(mask):
-    """The normalised product of the N(0,1) prior and the experts' densities, integrated
-    numerically in 1-D, has the mean and variance the closed form gives."""
+def test_product_of_experts_matches_closed_form_on_a_grid(mask, prior_expert):
+    """The normalised product of the N(0,1) prior (unless left out) and the experts' densities,
+    integrated numerically in 1-D, has the mean and variance the closed form gives."""
     locs = torch.tensor([[1.5], [-0.5], [3.0]], dtype=torch.float64)
     scales = torch.tensor([[0.7], [2.0], [1.2]], dtype=torch.float64)
-    loc, scale = product_of_experts(locs, scales, mask)
+    loc, scale = product_of_experts(locs, scales, mask, prior_expert=prior_expert)
     grid = torch.linspace(-15, 15, 200_001, dtype=torch.float64)
-    log_density = -0.5 * grid**2
+    log_density = -0.5 * grid**2 if prior_expert else torch.zeros_like(grid)
     for e in range(3):
         if mask is None or mask[e]:
             log_density = log_density - 0.5 * ((grid - locs[e, 0]) / scales[e, 0]) ** 2
