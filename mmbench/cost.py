@@ -55,12 +55,13 @@ class StepCost:
 # ------------------------------------------------------------------ the step itself
 def synthetic_batch(model: MultimodalVAE, batch: int, seed: int = 0) -> list[torch.Tensor]:
     """A batch per modality, shaped and typed as real data: each decoder's mean output for
-    random latents (images in [0, 1], tokens as int64), made on the model's device."""
+    random latents (images in [0, 1], tokens as int64), made on the model's device. Through
+    the model contract (its prior's size, ``decode``), so a model with private blocks works."""
     device = next(model.parameters()).device
     g = torch.Generator(device="cpu").manual_seed(seed)
-    z = torch.randn(batch, model.latent_dim, generator=g).to(device)
     with torch.no_grad():
-        return [m.decode_mean(dec(z)).detach() for m, dec in zip(model.modalities, model.decoders)]
+        z = torch.randn(batch, model.prior().mean.shape[-1], generator=g).to(device)
+        return [m.decode_mean(model.decode(d, z)).detach() for d, m in enumerate(model.modalities)]
 
 
 def autocast_for(device: torch.device, precision: str):

@@ -91,14 +91,20 @@ class MultimodalVAE(nn.Module):
     # ------------------------------------------------------------------ for objectives
     def encode(self, xs: list[Tensor | None]) -> list[Factorised | None]:
         """One expert q_m(z|x_m) per modality (None where x_m is None)."""
-        experts = []
-        for enc, x in zip(self.encoders, xs):
-            if x is None:
-                experts.append(None)
-                continue
-            raw = enc(x)
-            if raw.dtype in (torch.float16, torch.bfloat16):
-                raw = raw.float()  # under autocast the networks run in half precision; densities stay fp32
-            loc, scale = self.family.params(*raw.chunk(2, dim=-1))
-            experts.append(Factorised(self.family, loc, scale))
-        return experts
+        return encode_experts(self.encoders, self.family, xs)
+
+
+def encode_experts(networks, family: LatentFamily, xs: list[Tensor | None]) -> list[Factorised | None]:
+    """One distribution of ``family`` per network and item batch, from the network's raw output
+    [B, 2·D] (None where x is None): the experts of any encoder list, shared or private."""
+    experts = []
+    for enc, x in zip(networks, xs):
+        if x is None:
+            experts.append(None)
+            continue
+        raw = enc(x)
+        if raw.dtype in (torch.float16, torch.bfloat16):
+            raw = raw.float()  # under autocast the networks run in half precision; densities stay fp32
+        loc, scale = family.params(*raw.chunk(2, dim=-1))
+        experts.append(Factorised(family, loc, scale))
+    return experts

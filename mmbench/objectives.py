@@ -30,7 +30,7 @@ def normalised_weights(log_w: Tensor, dims) -> Tensor:
     return torch.exp(log_w - torch.logsumexp(log_w, dim=dims, keepdim=True))
 
 
-def dreg_surrogate(log_w: Tensor, z: Tensor, dims) -> Tensor:
+def dreg_surrogate(log_w: Tensor, z: Tensor, dims, beta: float = 1.0) -> Tensor:
     """DReG (Tucker et al. 2019; MMVAE Appendix C): a surrogate Σ w̃ log w over ``dims``.
 
     ``log_w`` must have been computed with the encoders' parameters detached inside log q,
@@ -38,10 +38,16 @@ def dreg_surrogate(log_w: Tensor, z: Tensor, dims) -> Tensor:
     that feeds the decoders and densities — multiplies its gradient by w̃ once more, so the
     encoders receive Σ w̃² ∂log w/∂z · dz/dφ while decoder and prior parameters receive
     Σ w̃ ∇ log w. Returns the per-item surrogate with ``dims`` summed out.
+
+    ``beta``: for log-weights whose log q enters scaled, log w = f(z) − β log q_φ(z) (a
+    β-weighted bound, as MMVAE+'s), the score term −β Σ w̃ ∂_φ log q becomes, by the same
+    reparameterisation identity, −β Σ w̃(1 − w̃) ∂log w/∂z · dz/dφ, so the encoders' factor is
+    (1 − β) w̃ + β w̃²: the hook multiplies by (1 − β) + β w̃. β = 1 is the plain estimator.
     """
     w = normalised_weights(log_w, dims)
+    factor = w if beta == 1.0 else (1.0 - beta) + beta * w
     if z.requires_grad:
-        z.register_hook(lambda grad: grad * w.unsqueeze(-1).to(grad.dtype))
+        z.register_hook(lambda grad: grad * factor.unsqueeze(-1).to(grad.dtype))
     return (w * log_w).sum(dim=dims)
 
 

@@ -15,6 +15,8 @@ from mmbench.modalities import ImageModality, TextModality
 from mmbench.model import MultimodalVAE
 
 POSTERIORS = ("moe", "moe-tight", "is-elbo", "poe")
+#: the step checks also cover models with networks of their own (private latents, a joint encoder)
+STEPPED = POSTERIORS + ("mmvae-plus", "jmvae")
 
 
 class TinyMModalities:
@@ -79,7 +81,7 @@ def plugins_family():
     return SoftmaxLaplace()
 
 
-@pytest.mark.parametrize("name", POSTERIORS)
+@pytest.mark.parametrize("name", STEPPED)
 def test_a_step_reads_nothing_back_from_the_device(plugins, name):
     """On the meta device any op that needs a value on the host (.item(), nonzero, a
     data-dependent shape) raises: a step that runs there queues work without syncing."""
@@ -120,7 +122,7 @@ def test_cost_cli_bad_input_is_one_line(tmp_path, args):
     assert proc.stderr.strip().count("\n") == 0 and "error" in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("name", POSTERIORS)
+@pytest.mark.parametrize("name", STEPPED)
 def test_a_bf16_autocast_step_keeps_the_latent_arithmetic_in_fp32(plugins, name):
     """Autocast runs the networks in bf16; densities, weights and DReG's hook stay fp32."""
     posterior = plugins.posteriors.get(name)

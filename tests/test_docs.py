@@ -26,3 +26,12 @@ def test_every_hook_has_a_docstring():
 
     hooks = [getattr(hookspecs, n) for n in dir(hookspecs) if n.startswith("register_")]
     assert hooks and all(h.__doc__ and len(h.__doc__.strip()) > 20 for h in hooks)
+
+
+def test_every_standard_posterior_has_a_row_in_the_models_table(plugins):
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("\n## Models"):readme.index("\n## ", readme.index("\n## Models") + 1)]
+    standard = [n for n in plugins.posteriors.names() if plugins.posteriors.provenance(n).distribution == "mmbench"]
+    assert {"moe", "poe", "mmvae-plus", "jmvae"} <= set(standard)
+    missing = [n for n in standard if f"| `{n}` |" not in table]
+    assert not missing, f"posteriors without a row in README.md's Models table: {missing}"

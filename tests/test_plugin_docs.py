@@ -93,11 +93,11 @@ def test_every_hook_example_is_a_plugin_that_loads_and_conforms(tmp_path):
         assert check_metric(loaded.metrics.get(name), ctx)
 
 
-def _tutorial_script() -> tuple[str, list[str]]:
-    """The tutorial as one shell script: its bash blocks verbatim, its files (blocks starting
-    ``# file: NAME``) written where the reader saves them; and the output it promises."""
+def _tutorial_script(title: str = "Tutorial") -> tuple[str, list[str]]:
+    """A tutorial section as one shell script: its bash blocks verbatim, its files (blocks
+    starting ``# file: NAME``) written where the reader saves them; and the output it promises."""
     lines, promised = ["set -euo pipefail"], []
-    for lang, body in FENCE.findall(_section("Tutorial")):
+    for lang, body in FENCE.findall(_section(title)):
         first = body.splitlines()[0]
         if lang == "bash":
             lines.append(body)
@@ -108,8 +108,10 @@ def _tutorial_script() -> tuple[str, list[str]]:
     return "\n".join(lines) + "\n", promised
 
 
-def test_the_tutorial_runs_verbatim(tmp_path, mmbench_home):
-    script, promised = _tutorial_script()
+def _run_tutorial(title: str, tmp_path, mmbench_home) -> tuple[str, Path]:
+    """Run a tutorial section verbatim in an empty folder; check the output it promises.
+    Returns stdout and the folder pip installed into."""
+    script, promised = _tutorial_script(title)
     assert "pip install ." in script and "mmbench plugins" in script and promised
     site = tmp_path / "site"
     bin_dir = str(Path(sys.executable).parent)
@@ -128,6 +130,22 @@ def test_the_tutorial_runs_verbatim(tmp_path, mmbench_home):
     out = proc.stdout
     for line in promised:
         assert line in out, f"the tutorial promises {line!r}; mmbench printed:\n{out[:3000]}"
+    return out, site
+
+
+def test_the_tutorial_runs_verbatim(tmp_path, mmbench_home):
+    out, site = _run_tutorial("Tutorial", tmp_path, mmbench_home)
     assert (site / "mmbench_active_units-0.1.0.dist-info").is_dir()
     assert "1 passed" in out
     assert "active_units[grey]" in out and "| poe" in out  # the leaderboard's column and row
+
+
+def test_the_private_latent_tutorial_runs_verbatim(tmp_path, mmbench_home):
+    """A third-party model with a private latent per modality, from an empty folder to a run."""
+    out, site = _run_tutorial("A posterior with a private latent", tmp_path, mmbench_home)
+    assert (site / "mmbench_private_latents-0.1.0.dist-info").is_dir()
+    assert "2 passed" in out
+    # the leaderboard (transposed): a row per metric, the model's column; the probe and the
+    # log-likelihoods, whose proposals are the block posteriors, both gave values
+    assert re.search(r"^\| latent_acc\[joint\] .*\| +[0-9.]+", out, re.M), out[-3000:]
+    assert re.search(r"^\| loglik\[grey\|colour\] .*\| +-[0-9.]+", out, re.M), out[-3000:]

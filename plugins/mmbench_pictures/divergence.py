@@ -2,7 +2,8 @@
 family's density, so that any diagonal family and the MoE mixture are handled alike.
 
 For a diagonal distribution the marginal of dimension d is the family's 1-d density at
-(loc_d, scale_d); for a uniform mixture it is the mixture of its components' marginals.
+(loc_d, scale_d); for a uniform mixture it is the mixture of its components' marginals; for
+independent blocks (``Concatenated``: a shared and private latents) each block's own marginals.
 KL_d(q || p) = E_{z~q}[log q_d(z_d) − log p_d(z_d)], per item, averaged over items.
 
 References: Shi et al., NeurIPS 2019 (MMVAE), Figure 7 (per-dimension KL to the prior).
@@ -21,6 +22,10 @@ def per_dim_log_prob(q, z: Tensor) -> Tensor:
     components = getattr(q, "components", None)
     if components is not None:
         return log_mean_exp(torch.stack([per_dim_log_prob(c, z) for c in components]), 0)
+    parts = getattr(q, "parts", None)
+    if parts is not None:
+        blocks = z.split(q.sizes, dim=-1)
+        return torch.cat([per_dim_log_prob(p, b) for p, b in zip(parts, blocks)], dim=-1)
     # The family sums over the last dimension; a trailing singleton makes that sum a no-op.
     return q.family.log_prob(z.unsqueeze(-1), q.loc.unsqueeze(-1), q.scale.unsqueeze(-1))
 
