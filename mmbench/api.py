@@ -1,5 +1,5 @@
-"""The base classes a plugin subclasses: Modality, Dataset, Posterior, Metric — and Option,
-the declaration of a setting a plugin owns.
+"""The base classes a plugin subclasses: Modality, Dataset, Posterior, Metric, Executor — and
+Option, the declaration of a setting a plugin owns.
 
 The core only ever talks to these interfaces; it never names a concrete plugin.
 """
@@ -20,11 +20,12 @@ from .errors import MMBenchError, Unsupported
 from .model import MultimodalVAE
 
 __all__ = ["Option", "Configurable", "Modality", "Split", "PairedData", "Dataset", "ObjectiveResult",
-           "Posterior", "MetricValue", "Metric", "MultimodalVAE", "Unsupported", "MMBenchError"]
+           "Posterior", "MetricValue", "Metric", "Executor", "MultimodalVAE", "Unsupported", "MMBenchError"]
 
 
 # --------------------------------------------------------------------------- options
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+_KIND_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,9 @@ class Option:
 
     The type is the default's unless given. ``parse`` turns a user's value (a string from the
     command line, or a TOML value) into that type and checks the range, with an error a person
-    can act on."""
+    can act on. ``many``: a list of such values (comma-separated on the command line).
+    ``aliases``: names the setting had before its owner declared it (a flag ``--eval-items``,
+    a grid-file key, a run.json key of older runs), each read as this option."""
 
     name: str
     default: Any
@@ -42,16 +45,41 @@ class Option:
     low: float | None = None
     high: float | None = None
     choices: tuple | None = None
+    many: bool = False
+    aliases: tuple[str, ...] = ()
 
     @property
     def kind(self) -> type:
-        return self.type or type(self.default)
+        if self.type is not None:
+            return self.type
+        sample = self.default[0] if self.many and self.default else self.default
+        return type(sample) if sample is not None else str
+
+    def describe(self) -> str:
+        """What values it takes, in words: 'a positive integer', 'a list of names', ..."""
+        kind = self.kind
+        word = ("a positive integer" if kind is int and self.low == 1 and self.high is None
+                else _KIND_WORDS.get(kind, f"a {kind.__name__}"))
+        if self.many:
+            return f"a list of {word.removeprefix('a ').removeprefix('an ')}s"
+        return word
 
     def parse(self, value: Any, owner: str = "") -> Any:
         label = f"{owner}.{self.name}" if owner else self.name
-        kind = self.kind
         if value is None and self.default is None:
             return None
+        if not self.many:
+            return self._parse_one(value, label)
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            items = [items]
+        if not items:
+            raise MMBenchError(f"{label} takes {self.describe()}, e.g. a,b (got {value!r}): {self.help}")
+        return [self._parse_one(v, label) for v in items]
+
+    def _parse_one(self, value: Any, label: str) -> Any:
+        kind = self.kind
+        bad = MMBenchError(f"{label} takes {self.describe()} (got {value!r}): {self.help}")
         if isinstance(value, str) and kind is not str:
             text = value.strip().lower()
             try:
@@ -62,14 +90,16 @@ class Option:
                 else:
                     value = kind(value)
             except ValueError:
-                raise MMBenchError(f"{label} takes a {kind.__name__} (got {value!r}): {self.help}") from None
+                raise bad from None
         elif kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            raise MMBenchError(f"{label} takes a {kind.__name__} (got {value!r}): {self.help}")
+            raise bad
         if self.choices is not None and value not in self.choices:
             raise MMBenchError(f"{label} must be one of {', '.join(map(str, self.choices))} (got {value!r})")
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            if self.low == 1 and self.high is None and kind is int:
+                raise bad
             bounds = f"{'' if self.low is None else self.low} .. {'' if self.high is None else self.high}".strip()
             raise MMBenchError(f"{label} must be in {bounds} (got {value!r}): {self.help}")
         return value
@@ -87,7 +117,14 @@ class Configurable:
         given = self.__dict__.get("_configured", {})
         return {o.name: given.get(o.name, o.default) for o in self.options}
 
-    def configure(self, **values) -> "Configurable":
+    @property
+    def changed_options(self) -> dict[str, Any]:
+        """The option values that differ from their declared defaults: what a run's spec keeps."""
+        return {o.name: value for o, value in zip(self.options, self.option_values.values()) if value != o.default}
+
+    def parse_options(self, values: dict) -> dict[str, Any]:
+        """``values`` checked against the declarations and parsed; an unknown name or a bad value
+        raises MMBenchError (with did-you-mean)."""
         declared = {o.name: o for o in self.options}
         for key in values:
             if key not in declared:
@@ -95,7 +132,10 @@ class Configurable:
                 hint = (f"; did you mean '{close[0]}'?" if close else
                         f"; it has {', '.join(declared)}" if declared else "; it declares none")
                 raise MMBenchError(f"'{getattr(self, 'name', type(self).__name__)}' has no option '{key}'{hint}")
-        parsed = {k: declared[k].parse(v, getattr(self, "name", "")) for k, v in values.items()}
+        return {k: declared[k].parse(v, getattr(self, "name", "")) for k, v in values.items()}
+
+    def configure(self, **values) -> "Configurable":
+        parsed = self.parse_options(values)
         configured = copy.copy(self)
         configured._configured = {**self.__dict__.get("_configured", {}), **parsed}
         return configured
@@ -194,24 +234,23 @@ class PairedData:
         return PairedData(self.train.to(device), self.test.to(device), self.info)
 
 
-class Dataset:
-    """A named, paired set of modalities with train/test splits and the paper's defaults."""
+class Dataset(Configurable):
+    """A named, paired set of modalities with train/test splits and the paper's defaults.
+
+    Its ``options`` (e.g. a modality count) are set with ``--set NAME.OPTION=VALUE`` or
+    ``--data-option OPTION=VALUE``; ``configure`` returns the configured copy."""
 
     name: str
     description: str = ""
     num_classes: int = 10
     #: hyper-parameters a run uses unless the user overrides them
     defaults: dict = {}
+    #: True: part of a grid whose datasets the user does not name
+    by_default: bool = False
 
     @property
     def modalities(self) -> list[Modality]:
         raise NotImplementedError
-
-    def configure(self, **options) -> "Dataset":
-        """A copy of this dataset with user options applied (e.g. a modality count)."""
-        if options:
-            raise MMBenchError(f"dataset '{self.name}' takes no options (got {', '.join(options)})")
-        return self
 
     def load(self, data_dir: Path, download: bool = False) -> PairedData:
         """The data, obtained from ``data_dir`` (fetched first when ``download``).
@@ -243,6 +282,8 @@ class Posterior(Configurable):
     family: Any = None
     #: gradient estimators this objective offers; the first is the default
     estimators: tuple[str, ...] = ("reparam",)
+    #: True: part of a grid whose posteriors the user does not name
+    by_default: bool = False
 
     def build_model(self, modalities: list[Modality], latent_dim: int) -> nn.Module:
         """The networks this posterior trains, implementing the model contract of
@@ -290,4 +331,20 @@ class Metric(Configurable):
         return None
 
     def evaluate(self, ctx) -> Iterable[MetricValue]:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- executors
+class Executor(Configurable):
+    """Carries out a grid: ``run(cells, job, plugins)`` returns one run.json record per cell,
+    in the order of ``cells``. A cell that another runner holds is waited for, never run twice.
+    Each cell runs through :func:`mmbench.grid.run_cell`, which takes the cell's lock and
+    writes its run directory."""
+
+    name: str
+    description: str = ""
+    #: True: the executor of a grid that names none
+    by_default: bool = False
+
+    def run(self, cells: list, job, plugins) -> list[dict]:
         raise NotImplementedError
