@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -13,6 +11,7 @@ import torch
 
 from .api import PairedData, Split
 from .errors import DataError
+from .results import atomic_write
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, rng: np.random.Generator):
@@ -59,19 +58,7 @@ def pair_by_class(labels_a, labels_b, partners: int, rng: np.random.Generator):
 
 def atomic_torch_save(obj, path: Path) -> None:
     """torch.save through a temporary file and a rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _to_state(data: PairedData) -> dict:
@@ -97,26 +84,6 @@ def load_cached(path: Path, build: Callable[[], PairedData]) -> PairedData:
     except OSError as exc:
         raise DataError(f"cannot write the dataset cache {path}: {exc}; pass a writable --data-dir") from None
     return data
-
-
-def int_option(dataset: str, name: str, value, low: int = 1, high: int | None = None) -> int:
-    """A dataset option given as text or number, checked to lie in [low, high]."""
-    try:
-        number = int(value)
-        ok = number >= low and (high is None or number <= high)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
-        raise DataError(f"dataset '{dataset}' option {name} must be an integer {span}, got {value!r}")
-    return number
-
-
-def unknown_options(dataset: str, options: dict, accepted) -> None:
-    """Raise a one-line error naming options a dataset does not take, and those it does."""
-    if options:
-        raise DataError(f"dataset '{dataset}' has no option {', '.join(sorted(options))}; "
-                        f"it takes: {', '.join(accepted) or 'nothing'}")
 
 
 def file_md5(path: Path, chunk: int = 1 << 20) -> str:

@@ -1,5 +1,5 @@
-"""Executors: how the cells of a grid are carried out. ``local`` runs them on this machine,
-``ray`` on a Ray cluster. More come from plugins through the ``register_executors`` hook.
+"""The core's own executor, ``local``: the cells of a grid on this machine. Others (a cluster's)
+come from plugins through the ``register_executors`` hook, registered the same way.
 
 Every executor ends up calling :func:`mmbench.grid.run_cell` for each cell, so every cell runs
 under its run directory's lock and writes into the one results directory: two executors, or
@@ -12,21 +12,9 @@ import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 from . import hookimpl
-from .errors import MMBenchError
-
-
-class Executor:
-    """Carries out a grid: ``run(cells, job, plugins)`` returns one run.json record per cell,
-    in the order of ``cells``. A cell that another runner holds is waited for, never run twice."""
-
-    name: str
-    description: str = ""
-
-    def run(self, cells: list, job, plugins) -> list[dict]:
-        raise NotImplementedError
+from .api import Executor, Option
 
 
 # ------------------------------------------------------------------------------ local
@@ -51,13 +39,16 @@ def _run_on_claimed_device(spec, job) -> dict:
 class LocalExecutor(Executor):
     name = "local"
     description = ("this machine: one cell after another; with several GPUs one worker process "
-                   "per GPU (--workers N sets the count)")
+                   "per GPU (local.workers sets the count)")
+    by_default = True
+    options = (Option("workers", None, "worker processes (default: one per GPU when several, else 1)",
+                      type=int, low=1, aliases=("workers",)),)
 
     def run(self, cells, job, plugins):
         import torch
 
         gpus = torch.cuda.device_count() if job.device in ("auto", "cuda") else 0
-        workers = job.workers or (gpus if gpus > 1 else 1)
+        workers = self.option_values["workers"] or (gpus if gpus > 1 else 1)
         if workers > 1:
             devices = [f"cuda:{i % gpus}" for i in range(workers)] if gpus > 1 else [job.device] * workers
             on_cpu = gpus == 0 and not job.device.startswith("cuda")
@@ -97,53 +88,6 @@ class LocalExecutor(Executor):
             return list(pool.map(_run_on_claimed_device, cells, [job] * len(cells)))
 
 
-# ------------------------------------------------------------------------------ ray
-class RayExecutor(Executor):
-    name = "ray"
-    description = ("a Ray cluster: each cell a task with its CPU/GPU request; --address joins a "
-                   "running cluster, none starts a local one. Needs `pip install mmbench[ray]`, and "
-                   "the results directory at the same path on every node")
-
-    def run(self, cells, job, plugins):
-        try:
-            import ray
-        except ImportError:
-            raise MMBenchError("--executor ray needs Ray, which is not installed here: pip install 'mmbench[ray]'") from None
-        from .grid import label, run_in_worker
-
-        # Workers do not share the driver's working directory: give them absolute paths.
-        job.out, job.data_dir, job.cache_dir = (Path(p).resolve() for p in (job.out, job.data_dir, job.cache_dir))
-        started = not ray.is_initialized()
-        if started:
-            try:
-                ray.init(address=job.address, include_dashboard=False, log_to_driver=True)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                where = job.address or "a new local cluster"
-                raise MMBenchError(f"could not start or reach Ray at {where}: {exc}") from None
-        try:
-            gpus = job.gpus_per_cell
-            if gpus is None:
-                gpus = 1 if job.device != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1 else 0
-            task = ray.remote(run_in_worker).options(num_cpus=job.cpus_per_cell, num_gpus=gpus)
-            pending = {task.remote(spec, job): i for i, spec in enumerate(cells)}
-            print(f"mmbench: {len(cells)} cells submitted to Ray ({job.cpus_per_cell} CPU, {gpus} GPU each)",
-                  file=sys.stderr)
-            infos: list[dict | None] = [None] * len(cells)
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                i = pending.pop(done[0])
-                try:
-                    infos[i] = ray.get(done[0])
-                except ray.exceptions.RayError as exc:  # the worker died, its node went away, ...
-                    infos[i] = {"status": "failed", "reason": f"Ray task failed: {type(exc).__name__}: {exc}"}
-                print(f"{label(cells[i])} {infos[i].get('status')}", file=sys.stderr)
-            return infos
-        finally:
-            if started:
-                ray.shutdown()
-
-
 @hookimpl
 def register_executors(register):
     register(LocalExecutor())
-    register(RayExecutor())

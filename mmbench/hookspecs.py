@@ -28,8 +28,8 @@ def register_metrics(register):
 
 @hookspec
 def register_executors(register):
-    """Register executors: call ``register(executor)`` with :class:`mmbench.executors.Executor`
-    objects, each carrying out the cells of a grid somewhere (``local``: this machine; ``ray``:
-    a Ray cluster), picked with ``mmbench run --executor NAME``. An executor should run each
+    """Register executors: call ``register(executor)`` with :class:`mmbench.api.Executor`
+    objects, each carrying out the cells of a grid somewhere (``local``: this machine; a
+    plugin's: a cluster), picked with ``mmbench run --executor NAME``. An executor should run each
     cell through :func:`mmbench.grid.run_cell`, which takes the cell's lock and writes the run
     directory, so that executors on several machines can share one results directory."""

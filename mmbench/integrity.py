@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .errors import MMBenchError
-from .results import checksum_path, read_json, read_metrics
+from .results import checksum_path, differences, read_json, read_metrics
 
 CHECKPOINT_KEYS = {"model", "optimizer", "rng", "epoch", "history", "config"}
 
@@ -108,9 +108,7 @@ def resumable_checkpoint(path: Path, cfg, model) -> dict | None:
         quarantine(path, "is not an mmbench checkpoint (keys missing)", start_over)
         return None
     if not isinstance(state["config"], dict) or state["config"] != asdict(cfg):
-        from .runner import _differences
-
-        quarantine(path, f"was written with other settings ({_differences(state['config'], asdict(cfg))})", start_over)
+        quarantine(path, f"was written with other settings ({differences(state['config'], asdict(cfg))})", start_over)
         return None
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(getattr(v, "shape", ())) for k, v in state["model"].items()} if isinstance(state["model"], dict) else {}

@@ -111,8 +111,7 @@ def _load_file(path: Path) -> ModuleType:
 
 def load_plugins(plugins_dir: str | os.PathLike | None = None) -> Plugins:
     """Load every plugin and collect what it registers. Never raises for a broken plugin."""
-    from .api import Dataset, Metric, Posterior  # the base classes the registries check
-    from .executors import Executor
+    from .api import Dataset, Executor, Metric, Posterior  # the base classes the registries check
 
     pm = pluggy.PluginManager("mmbench")
     pm.add_hookspecs(hookspecs)
@@ -180,3 +179,4 @@ def get_plugins(plugins_dir: str | os.PathLike | None = None) -> Plugins:
     if key not in _cache:
         _cache[key] = load_plugins(plugins_dir)
     return _cache[key]
+

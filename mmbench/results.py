@@ -10,24 +10,22 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 SCHEMA_VERSION = 1
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder and a rename."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder and a rename (e.g. a PNG)."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write(file)`` into a temporary file in the same folder, then a rename: a reader never
+    sees half a file, and a kill leaves at most a ``.<name>.*.tmp`` that the next runner removes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -35,6 +33,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_save_figure(fig, path: Path, dpi: int = 100) -> None:
@@ -63,6 +69,24 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
 
 def checksum_path(path: Path) -> Path:
     return Path(path).with_name(Path(path).name + ".sha256")
+
+
+def utc_now() -> str:
+    """The time a run.json records (started, finished, evaluated): UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def differences(old: dict, new: dict) -> str:
+    """What differs between two records of settings (specs, checkpoint configs), one level of
+    nesting deep: 'epochs 1 vs 2, loglik {'samples': 8} vs None'."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += [f"{k} {a.get(k)} vs {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            diffs.append(f"{key} {a} vs {b}")
+    return ", ".join(diffs) or "unknown"
 
 
 @dataclass

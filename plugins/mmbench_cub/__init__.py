@@ -25,8 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from mmbench import hookimpl
-from mmbench.api import Dataset, Modality, PairedData, Split
-from mmbench.datasets import int_option, unknown_options
+from mmbench.api import Dataset, Modality, Option, PairedData, Split
 from mmbench.distributions import laplace_log_prob
 from mmbench.errors import DataError, MMBenchError
 from mmbench.modalities import PosteriorHead
@@ -101,33 +100,41 @@ class Cub(Dataset):
                    "(MMVAE §4.3; files under --data-dir/cub)")
     num_classes = 200
     defaults = dict(latent_dim=128, K=50, epochs=50, batch_size=64, lr=1e-3)
-    OPTIONS = ("weights", "image_size")
+    options = (
+        Option("weights", "imagenet", "the ResNet-101's weights: imagenet (torchvision's pretrained, the default) "
+               "or none (untrained, for tests)", choices=features.WEIGHTS),
+        Option("image_size", 224, "the crop fed to the ResNet, in pixels", low=32),
+    )
     #: configured copies, one per option set, so that the instance a run loads (which learns the
     #: vocabulary and the render gallery) is the one its model and metrics use
-    _configured: dict = {}
+    _instances: dict = {}
 
-    def __init__(self, weights: str = "imagenet", image_size: int = 224):
-        self.weights, self.image_size = weights, image_size
-        self._modalities = [FeatureModality("image", weight=MAX_LEN / features.FEATURES), CaptionModality("caption")]
+    def __init__(self):
+        self._modalities = self._new_modalities()
+
+    @staticmethod
+    def _new_modalities():
+        return [FeatureModality("image", weight=MAX_LEN / features.FEATURES), CaptionModality("caption")]
 
     @property
     def modalities(self):
         return self._modalities
 
-    def configure(self, weights=None, image_size=None, **options):
-        """``weights``: imagenet (torchvision's pretrained ResNet-101, the default) or none
-        (untrained, for tests); ``image_size``: the crop fed to the ResNet (224)."""
-        unknown_options(self.name, options, self.OPTIONS)
-        weights = self.weights if weights is None else str(weights).lower()
-        if weights not in features.WEIGHTS:
-            raise DataError(f"dataset 'cub' option weights must be one of {', '.join(features.WEIGHTS)}, got {weights!r}")
-        size = self.image_size if image_size is None else int_option(self.name, "image_size", image_size, 32)
-        if (weights, size) == (self.weights, self.image_size):
-            return self
-        key = (weights, size)
-        if key not in Cub._configured:
-            Cub._configured[key] = Cub(weights, size)
-        return Cub._configured[key]
+    @property
+    def weights(self) -> str:
+        return self.option_values["weights"]
+
+    @property
+    def image_size(self) -> int:
+        return self.option_values["image_size"]
+
+    def configure(self, **values) -> "Cub":
+        configured = super().configure(**values)
+        key = tuple(sorted(configured.option_values.items()))
+        if key not in Cub._instances:
+            configured._modalities = self._new_modalities()
+            Cub._instances[key] = configured
+        return Cub._instances[key]
 
     def load(self, data_dir: Path, download: bool = False) -> PairedData:
         if download:

@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mmbench import hookimpl
-from mmbench.api import Dataset, PairedData, Split
-from mmbench.errors import MMBenchError
+from mmbench.api import Dataset, Option, PairedData, Split
 from mmbench.datasets import load_cached, pair_by_class, stratified_split
 from mmbench.modalities import ImageModality, TextModality
 
@@ -107,9 +106,11 @@ class Digits(Dataset):
     # 7 epochs: the README's run (install included) ends within 15 minutes on 2 CPU cores;
     # on an H100, 3 seeds each showed 7 epochs as coherent as 8 and 6 weaker (notes of issue 2).
     defaults = dict(latent_dim=20, K=2, epochs=7, batch_size=128, lr=1e-3)
+    by_default = True
+    options = (Option("partners", PARTNERS, "same-class partners per item (20 as in the MMVAE paper; its code used 30)",
+                      low=1),)
 
-    def __init__(self, partners: int = PARTNERS):
-        self.partners = partners
+    def __init__(self):
         self.vocab = _vocabulary()
         # λ balances the modalities' likelihood scales, as MMVAE weights MNIST by 3·32·32/784.
         self._modalities = [
@@ -123,18 +124,9 @@ class Digits(Dataset):
     def modalities(self):
         return self._modalities
 
-    def configure(self, partners=None, **options):
-        """``partners``: same-class partners per item (20 as in the MMVAE paper; its code used 30)."""
-        if options:
-            raise MMBenchError(f"dataset 'digits' has no option {', '.join(options)}; it takes: partners")
-        if partners is None:
-            return self
-        try:
-            partners = int(partners)
-            assert partners >= 1
-        except (ValueError, AssertionError):
-            raise MMBenchError(f"digits option partners must be a positive integer, got {partners!r}") from None
-        return Digits(partners)
+    @property
+    def partners(self) -> int:
+        return self.option_values["partners"]
 
     def load(self, data_dir: Path, download: bool = False) -> PairedData:
         path = Path(data_dir) / "digits" / f"digits-v{VERSION}-partners{self.partners}.pt"

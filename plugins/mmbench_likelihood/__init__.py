@@ -1,8 +1,8 @@
 """Log-likelihoods and synergy (MMVAE §4, Table 3) as a metric.
 
 For every modality m, and every pair {m, n} of modalities (in the dataset's order), each an
-IWAE estimate of 1,000 samples (``--loglik-samples``) averaged over a fixed subset of the test
-pairs (``--loglik-items``, default 100, the same subset for every run), unweighted (λ = 1), in
+IWAE estimate of 1,000 samples (option ``loglik.samples``) averaged over a fixed subset of the
+test pairs (``loglik.items``, default 100, the same subset for every run), unweighted (λ = 1), in
 nats. The notation reads ``loglik[<target>|<observed>]``: log p(x_target) estimated with the
 joint posterior given the observed modalities as the proposal.
 
@@ -28,7 +28,7 @@ from itertools import combinations
 import torch
 
 from mmbench import hookimpl
-from mmbench.api import Metric, MetricValue
+from mmbench.api import Metric, MetricValue, Option
 
 from .estimate import items_per_batch, log_marginals, proposal_components, samples_per_component
 
@@ -60,11 +60,16 @@ class LogLikelihood(Metric):
     unit = "nats"
     description = ("IWAE log-likelihoods loglik[m,n], loglik[m|m,n], loglik[m|m], loglik[m|n] "
                    "and synergy[m|m,n] = loglik[m|m,n] - loglik[m|m] (Table 3; λ = 1)")
+    # the aliases: their names (flags, grid keys, run.json keys) when the core held them
+    options = (
+        Option("samples", DEFAULT_SAMPLES, "importance samples per estimate (1000, as MMVAE Table 3)", low=1,
+               aliases=("loglik_samples",)),
+        Option("items", DEFAULT_ITEMS, "fixed test pairs the estimates average over", low=1, aliases=("loglik_items",)),
+    )
 
     def settings(self, ctx) -> tuple[int, int]:
-        samples = ctx.options.get("loglik_samples") or DEFAULT_SAMPLES
-        items = ctx.options.get("loglik_items") or DEFAULT_ITEMS
-        return int(samples), min(int(items), len(ctx.data.test))
+        """(samples, items) of the estimates: the options, the items no more than the test split has."""
+        return self.option_values["samples"], min(self.option_values["items"], len(ctx.data.test))
 
     def evaluate(self, ctx):
         samples, items = self.settings(ctx)

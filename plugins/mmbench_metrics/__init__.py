@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from mmbench import hookimpl
-from mmbench.api import Metric, MetricValue
+from mmbench.api import Metric, MetricValue, Option
 from mmbench.judges import predict
 
 JOINT_SAMPLES = 10_000
@@ -72,13 +72,16 @@ class CrossCoherence(Metric):
     higher_is_better = True
     unit = "fraction"
     description = "encode x_a, one sample of q(z|x_a), decode b, judge: share classified as x_a's label"
+    # `eval_items`: its name (flag, grid key, run.json key) when the core held it
+    options = (Option("items", None, "test pairs cross coherence is computed on (default: all)", type=int, low=1,
+                      aliases=("eval_items",)),)
 
     def skip_reason(self, ctx):
         return None if len(ctx.names) > 1 else "needs two or more modalities"
 
     @torch.no_grad()
     def evaluate(self, ctx):
-        rows = ctx.test_rows(ctx.options.get("eval_items"))
+        rows = ctx.test_rows(self.option_values["items"])
         xs = ctx.data.test.batch(rows, ctx.names)
         labels = ctx.data.test.labels[rows]
         for a, src in enumerate(ctx.names):

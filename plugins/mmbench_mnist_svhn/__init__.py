@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from mmbench import hookimpl
-from mmbench.api import Dataset, PairedData, Split
-from mmbench.datasets import atomic_torch_save, int_option, pair_by_class, unknown_options
+from mmbench.api import Dataset, Option, PairedData, Split
+from mmbench.datasets import atomic_torch_save, pair_by_class
 from mmbench.modalities import ImageModality
 
 from . import sources
@@ -83,8 +83,10 @@ class MnistSvhn(Dataset):
     num_classes = 10
     defaults = dict(latent_dim=20, K=30, epochs=30, batch_size=128, lr=1e-3)
 
-    def __init__(self, partners: int = PARTNERS):
-        self.partners = partners
+    options = (Option("partners", PARTNERS, "same-class partners per image (20 as in the paper; its code used 30)",
+                      low=1),)
+
+    def __init__(self):
         self._modalities = [
             ImageModality("mnist", (1, 28, 28), arch="mlp", hidden=400, scale=0.75, weight=3 * 32 * 32 / (28 * 28)),
             ImageModality("svhn", (3, 32, 32), arch="conv", channels=(32, 64, 128), scale=0.75, weight=1.0),
@@ -94,12 +96,9 @@ class MnistSvhn(Dataset):
     def modalities(self):
         return self._modalities
 
-    def configure(self, partners=None, **options):
-        """``partners``: same-class partners per image (20 as in the paper; its code used 30)."""
-        unknown_options(self.name, options, ("partners",))
-        if partners is None:
-            return self
-        return MnistSvhn(int_option(self.name, "partners", partners))
+    @property
+    def partners(self) -> int:
+        return self.option_values["partners"]
 
     def load(self, data_dir: Path, download: bool = False) -> PairedData:
         root = Path(data_dir)

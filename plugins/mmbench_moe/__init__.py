@@ -81,6 +81,7 @@ class _StratifiedBound(_MixturePosterior):
 
 class MoE(_StratifiedBound):
     name = "moe"
+    by_default = True
     description = "MMVAE mixture of experts, stratified IWAE bound (Eq. 3)"
 
 

@@ -22,6 +22,7 @@ def training_subsets(num_modalities: int, device=None) -> torch.Tensor:
 
 class PoE(Posterior):
     name = "poe"
+    by_default = True
     description = "MVAE product of Gaussian experts with a prior expert; full-set + unimodal ELBOs"
     family = DiagonalNormal()
     estimators = ("reparam",)

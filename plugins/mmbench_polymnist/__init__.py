@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from mmbench import hookimpl
-from mmbench.api import Dataset, PairedData, Split
-from mmbench.datasets import group_by_class, int_option, load_cached, stratified_split, unknown_options
+from mmbench.api import Dataset, Option, PairedData, Split
+from mmbench.datasets import group_by_class, load_cached, stratified_split
 from mmbench.modalities import ImageModality
 
 VERSION = 2  # bump when the construction changes: it is part of the cache key
@@ -123,35 +123,51 @@ def render(digits8: np.ndarray, style: int, rng: np.random.Generator) -> torch.T
 
 
 # ----------------------------------------------------------------------------- dataset
+def image_modalities(M: int) -> list[ImageModality]:
+    """The M image modalities: a conv encoder and an MLP decoder, as the embedded `digits`
+    affords on a CPU; two conv layers so that 28 px halves cleanly (28 -> 14 -> 7). The stroke
+    is the one thing far from the background's median colour: the background-contrast channel
+    hands networks and judges the digit whatever the texture."""
+    return [ImageModality(f"m{m}", (3, SIDE, SIDE), arch="conv", decoder_arch="mlp",
+                          channels=(32, 64), background_contrast=True) for m in range(M)]
+
+
 class PolyMNIST(Dataset):
     name = "polymnist"
+    description = (f"M image modalities (option modalities: 2..{MAX_MODALITIES}, default 5) of scikit-learn's "
+                   "digits on different backgrounds, PolyMNIST-style (generated)")
     num_classes = 10
     defaults = dict(latent_dim=20, K=1, epochs=5, batch_size=128, lr=1e-3)
+    options = (
+        Option("modalities", 5, f"M, the number of image modalities (2 to {MAX_MODALITIES})", low=2, high=MAX_MODALITIES),
+        Option("partners", 20, "tuples each item appears in (20, as MMVAE pairs MNIST-SVHN)", low=1),
+        Option("per_class", None, "source digits kept per class (default all, about 180; small values make quick tests)",
+               type=int, low=5),
+    )
 
-    def __init__(self, modalities: int = 5, partners: int = 20, per_class: int | None = None):
-        self.num_modalities, self.partners, self.per_class = modalities, partners, per_class
-        self.description = (f"{modalities} image modalities (2..{MAX_MODALITIES}, option modalities) of "
-                            "scikit-learn's digits on different backgrounds, PolyMNIST-style (generated)")
-        # A conv encoder and an MLP decoder, as the embedded `digits` affords on a CPU; two conv
-        # layers so that 28 px halves cleanly (28 -> 14 -> 7).
-        # The stroke is the one thing far from the background's median colour: the
-        # background-contrast channel hands networks and judges the digit whatever the texture.
-        self._modalities = [ImageModality(f"m{m}", (3, SIDE, SIDE), arch="conv", decoder_arch="mlp",
-                                          channels=(32, 64), background_contrast=True) for m in range(modalities)]
+    def __init__(self):
+        self._modalities = image_modalities(self.num_modalities)
+
+    def configure(self, **values) -> "PolyMNIST":
+        configured = super().configure(**values)
+        configured._modalities = image_modalities(configured.num_modalities)
+        return configured
 
     @property
     def modalities(self):
         return self._modalities
 
-    def configure(self, modalities=None, partners=None, per_class=None, **options):
-        """``modalities``: M, 2 to 8 (default 5); ``partners``: tuples each item appears in
-        (default 20, as MMVAE pairs MNIST–SVHN); ``per_class``: source digits kept per class
-        (default all, about 180; small values make quick tests)."""
-        unknown_options(self.name, options, ("modalities", "partners", "per_class"))
-        M = self.num_modalities if modalities is None else int_option(self.name, "modalities", modalities, 2, MAX_MODALITIES)
-        P = self.partners if partners is None else int_option(self.name, "partners", partners)
-        N = self.per_class if per_class is None else int_option(self.name, "per_class", per_class, 5)
-        return self if (M, P, N) == (self.num_modalities, self.partners, self.per_class) else PolyMNIST(M, P, N)
+    @property
+    def num_modalities(self) -> int:
+        return self.option_values["modalities"]
+
+    @property
+    def partners(self) -> int:
+        return self.option_values["partners"]
+
+    @property
+    def per_class(self) -> int | None:
+        return self.option_values["per_class"]
 
     def load(self, data_dir: Path, download: bool = False) -> PairedData:
         per_class = "all" if self.per_class is None else self.per_class
