@@ -1,5 +1,9 @@
 """The ``mmbench`` command line. Each subcommand is a small function; user errors print one
-line and exit 2, never a traceback."""
+line and exit 2, never a traceback.
+
+The flags of ``run`` are the core's settings (:mod:`mmbench.settings`), one flag each; a
+plugin's options are set with ``--set OWNER.NAME=VALUE``, and an option's former names (its
+``aliases``) are flags as well, so that older command lines keep working."""
 
 from __future__ import annotations
 
@@ -10,84 +14,91 @@ from pathlib import Path
 
 from .allocator import keep_freed_memory
 from .errors import MMBenchError
+from .settings import CORE, GRID, MODALITY_COUNT, TRAINING, Assignment, aliases, parse_assignment, unknown_setting
 
-DEFAULT_OUT = Path("results/runs")
+#: the commands that read no plugin (the others load them before their flags are parsed)
+WITHOUT_PLUGINS = ("leaderboard",)
 
 
 def _default_home() -> Path:
     return Path(os.environ.get("MMBENCH_HOME", Path.home() / ".cache" / "mmbench"))
 
 
-def _comma_list(text: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
+# ------------------------------------------------------------------------------ plugin options
+class _Given(argparse.Action):
+    """Keeps each plugin option given (``--set``, ``--data-option``, an alias flag) in
+    ``args.given`` in the order given, for :func:`_assignments` to read once plugins are loaded."""
+
+    def __init__(self, *args, target=None, **kwargs):
+        self.target = target
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        namespace.given = [*(getattr(namespace, "given", None) or []), (option_string, value, self.target)]
 
 
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in _comma_list(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be integers, e.g. 0,1,2 (got '{text}')") from None
+def _assignments(args, plugins) -> tuple[dict, list[Assignment]]:
+    """(core settings given as ``--set NAME=VALUE``, plugin option assignments) of the flags."""
+    core, assignments = {}, []
+    for flag, value, target in getattr(args, "given", None) or []:
+        if target is not None:  # an alias flag, or --modalities: (owner or None, option)
+            assignments.append(Assignment(*target, value, flag))
+        elif flag == "--data-option":
+            key, sep, raw = value.partition("=")
+            if not sep or not key.strip():
+                raise MMBenchError(f"--data-option {value}: expected KEY=VALUE, KEY an option of the grid's datasets")
+            assignments.append(Assignment(None, key.strip().replace("-", "_"), raw.strip(), f"--data-option {value}"))
+        else:
+            parsed = parse_assignment(value)
+            if isinstance(parsed, Assignment):
+                assignments.append(parsed)
+            elif parsed[0] in CORE:
+                core[parsed[0]] = parsed[1]
+            else:
+                raise MMBenchError(f"--set {value}: {unknown_setting(parsed[0], plugins)}")
+    return core, assignments
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
-    return value
-
-
-def _option(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{text}'")
-    return key.strip().replace("-", "_"), value.strip()
-
-
-def _load(args):
-    from .plugins import get_plugins
-
-    plugins = get_plugins(getattr(args, "plugins_dir", None))
-    for error in plugins.errors:
-        print(f"mmbench: warning: {error} (left out; MMBENCH_LOAD_PLUGINS can exclude it)", file=sys.stderr)
-    return plugins
+def _add_plugin_options(parser, plugins, kinds=("datasets", "posteriors", "metrics", "executors")) -> None:
+    parser.add_argument("--set", action=_Given, metavar="OWNER.NAME=VALUE", dest="given",
+                        help="an option of a dataset, posterior, metric or executor, addressed by that one's name "
+                             "(repeatable; `mmbench plugins` lists every option)")
+    if plugins is None:
+        return
+    for alias, targets in sorted(aliases(plugins).items()):
+        owner, option = targets[0]
+        if len(targets) > 1 or not any(owner in getattr(plugins, kind) for kind in kinds):
+            continue
+        try:
+            parser.add_argument(f"--{alias.replace('_', '-')}", action=_Given, dest="given", target=(owner, option.name),
+                                metavar=option.name.upper(), help=f"as --set {owner}.{option.name}=VALUE: {option.help}")
+        except argparse.ArgumentError:  # a flag of the core's keeps its meaning
+            continue
 
 
 # ------------------------------------------------------------------------------ run
 def cmd_run(args) -> int:
-    from .grid import flags_of, resolve_settings, run_grid
+    from .grid import Layer, load_grid_file, plan, run_grid
+    from .plugins import get_plugins
 
-    settings = resolve_settings(flags_of(args), Path(args.config) if args.config else None)
-    plugins = _load(args)
+    plugins = get_plugins(args.plugins_dir)
+    layers = [load_grid_file(Path(args.config), plugins)] if args.config else []
+    core, assignments = _assignments(args, plugins)
+    flags = {name: getattr(args, name) for name in CORE if getattr(args, name, None) is not None}
+    layers.append(Layer("", {**flags, **core}, assignments))
+    grid = plan(layers, plugins)  # every setting checked: nothing is created before this
     if args.download and not args.dry_run:
-        _download(settings, plugins)
-    return run_grid(settings, plugins, plugins_dir=args.plugins_dir, home=_default_home(),
+        _download(grid, plugins)
+    return run_grid(grid, plugins, plugins_dir=args.plugins_dir, home=_default_home(),
                     progress=not args.quiet, dry_run=args.dry_run)
 
 
-def _download(settings, plugins) -> None:
+def _download(grid, plugins) -> None:
     """--download: fetch each dataset of the grid into the data directory once, before any cell
     runs, so that the cells (in this process, pool workers or Ray tasks) only read."""
-    from .grid import expand
-
-    data_dir = Path(settings.get("data_dir") or _default_home() / "data")
+    data_dir = grid.data_dir or _default_home() / "data"
     fetched = set()
-    for spec in expand(settings, plugins):
+    for spec in grid.cells:
         key = (spec.dataset, tuple(sorted(spec.dataset_options.items())))
         if key not in fetched:
             fetched.add(key)
@@ -98,12 +109,24 @@ def _download(settings, plugins) -> None:
 # ------------------------------------------------------------------------------ evaluate
 def cmd_evaluate(args) -> int:
     from .device import resolve_device
+    from .plugins import get_plugins
     from .reevaluate import reevaluate
+    from .settings import located, owner
 
-    plugins = _load(args)
-    settings = {k: getattr(args, k) for k in ("loglik_samples", "loglik_items") if getattr(args, k) is not None}
+    plugins = get_plugins(args.plugins_dir)
+    core, assignments = _assignments(args, plugins)
+    if core:
+        raise MMBenchError(f"evaluate takes metrics' options only, not {', '.join(core)}")
+    options: dict[str, dict] = {}
+    for assignment in assignments:
+        with located(assignment.where):
+            metric = owner(plugins, assignment.owner, assignment.name) if assignment.owner else None
+            if metric is None or metric.name not in plugins.metrics:
+                raise MMBenchError("evaluate takes metrics' options only")
+            options.setdefault(metric.name, {}).update(metric.parse_options({assignment.name: assignment.value}))
     data_dir = Path(args.data_dir) if args.data_dir else _default_home() / "data"
-    info, rows = reevaluate(Path(args.run_dir), plugins, metrics=args.metrics, settings=settings,
+    metrics = CORE["metrics"].parse(args.metrics) if args.metrics else None
+    info, rows = reevaluate(Path(args.run_dir), plugins, metrics=metrics, options=options,
                             data_dir=data_dir, cache_dir=_default_home() / "cache", device=resolve_device(args.device))
     for name, reason in sorted(info.get("skipped_metrics", {}).items()):
         print(f"mmbench: skipped {name}: {reason}", file=sys.stderr)
@@ -111,16 +134,11 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _add_loglik_options(parser) -> None:
-    parser.add_argument("--loglik-samples", type=_positive_int,
-                        help="importance samples per log-likelihood estimate (default: 1000, as MMVAE Table 3)")
-    parser.add_argument("--loglik-items", type=_positive_int,
-                        help="fixed test pairs the log-likelihoods are estimated on (default: 100)")
-
-
 # ------------------------------------------------------------------------------ plugins
 def cmd_plugins(args) -> int:
-    plugins = _load(args)
+    from .plugins import get_plugins
+
+    plugins = get_plugins(args.plugins_dir)
     for p in plugins.plugins:
         prov = p.provenance
         source = f"{prov.distribution} {prov.version or ''}".strip() if prov.distribution else "unknown distribution"
@@ -132,6 +150,10 @@ def cmd_plugins(args) -> int:
             for name in names:
                 item = getattr(plugins, kind).get(name)
                 print(f"    {kind[:-1]:<9} {name:<16} {_describe(kind, item)}")
+                if getattr(item, "by_default", False):
+                    print(f"{'':<30}run when a grid names no {kind[:-1]} (by_default)")
+                for option in item.options:
+                    print(f"{'':<30}option {name}.{option.name} = {option.default!r}: {option.help}")
     return 0
 
 
@@ -160,73 +182,84 @@ def cmd_leaderboard(args) -> int:
 
 
 # ------------------------------------------------------------------------------ parser
-def build_parser() -> argparse.ArgumentParser:
+def _add_core_flag(parser, option) -> None:
+    """A flag of one core setting; its value is checked with the setting's declaration later,
+    with the grid file's, so that both fail alike (one line)."""
+    flags = [f"--{option.name.replace('_', '-')}"] + ([f"-{option.name}"] if len(option.name) == 1 else [])
+    parser.add_argument(*flags, dest=option.name, metavar=option.name.upper(), help=option.help)
+
+
+def build_parser(plugins=None) -> argparse.ArgumentParser:
+    """The parser; with ``plugins``, ``run`` and ``evaluate`` also take their options' former
+    names as flags."""
     parser = argparse.ArgumentParser(prog="mmbench", description="Benchmark multimodal deep generative models.")
     parser.add_argument("--plugins-dir", help="also load single-file plugins (*.py) from this folder")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train and evaluate every (dataset, posterior, seed)")
     run.add_argument("--config", metavar="GRID.toml", help="a TOML file describing the grid (flags given as well win)")
-    run.add_argument("--dataset", type=_comma_list, help="dataset name(s), comma-separated (default: digits)")
-    run.add_argument("--posteriors", type=_comma_list, help="e.g. moe,poe (default: moe,poe)")
-    run.add_argument("--data-option", type=_option, action="append", metavar="KEY=VALUE",
-                     help="a dataset option, e.g. partners=20 for digits (repeatable)")
-    run.add_argument("--modalities", type=_positive_int, help="modality count, for datasets that take one")
-    run.add_argument("--seeds", type=_seeds, help="e.g. 0,1,2 (default: 0)")
-    run.add_argument("--metrics", type=_comma_list, help="metric families (default: all that apply)")
-    run.add_argument("--epochs", type=_positive_int)
-    run.add_argument("--K", "-K", type=_positive_int, help="importance samples per expert")
-    run.add_argument("--batch-size", type=_positive_int)
-    run.add_argument("--latent-dim", type=_positive_int)
-    run.add_argument("--lr", type=_positive_float)
-    run.add_argument("--estimator", help="gradient estimator: dreg or iwae for the IWAE-type bounds")
-    run.add_argument("--eval-items", type=_positive_int, help="test pairs used by cross coherence (default: all)")
-    _add_loglik_options(run)
-    run.add_argument("--device", help="auto (CUDA when present; the default), cpu, cuda, cuda:N")
-    run.add_argument("--out", help=f"results directory (default: {DEFAULT_OUT})")
-    run.add_argument("--data-dir", help="where datasets live (default: $MMBENCH_HOME/data, ~/.cache/mmbench/data)")
+    for option in GRID + TRAINING:
+        _add_core_flag(run, option)
+    _add_plugin_options(run, plugins)
+    run.add_argument("--data-option", action=_Given, metavar="KEY=VALUE", dest="given",
+                     help="an option of every dataset of the grid (repeatable)")
+    run.add_argument("--modalities", action=_Given, dest="given", target=(None, MODALITY_COUNT), metavar="M",
+                     help="the modality count, for datasets that take one (as --data-option modalities=M)")
     run.add_argument("--download", action="store_true",
                      help="fetch datasets that are missing from --data-dir (where the dataset can be fetched)")
-    run.add_argument("--executor", help="how cells run: local (the default) or ray; `mmbench plugins` lists them")
-    run.add_argument("--address", help="the Ray cluster to join (default: start a local one)")
-    run.add_argument("--workers", type=_positive_int, help="local worker processes (default: one per GPU when several, else 1)")
-    run.add_argument("--cpus-per-cell", type=_positive_float, help="CPUs a Ray task asks for (default: 1)")
-    run.add_argument("--gpus-per-cell", type=float, help="GPUs a Ray task asks for (default: 1 where the cluster has GPUs)")
     run.add_argument("--dry-run", action="store_true", help="list the cells and their directories; run nothing")
     run.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     run.set_defaults(func=cmd_run)
 
-    plugins = sub.add_parser("plugins", help="list loaded plugins and what they registered")
-    plugins.set_defaults(func=cmd_plugins)
+    plugins_cmd = sub.add_parser("plugins", help="list loaded plugins, what they registered and their options")
+    plugins_cmd.set_defaults(func=cmd_plugins)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a finished run again from its checkpoint, without training")
     evaluate.add_argument("run_dir", help="a run directory (the one holding run.json and checkpoint.pt)")
-    evaluate.add_argument("--metrics", type=_comma_list, default=None,
-                          help="metric families to evaluate again (default: all that apply); other rows are kept")
-    _add_loglik_options(evaluate)
+    evaluate.add_argument("--metrics", help="metric families to evaluate again, comma-separated (default: all "
+                                            "that apply); other rows are kept")
+    _add_plugin_options(evaluate, plugins, kinds=("metrics",))
     evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     evaluate.add_argument("--data-dir", help="where datasets live (default: $MMBENCH_HOME/data)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     board = sub.add_parser("leaderboard", help="tables from a results directory")
-    board.add_argument("results", nargs="?", default=str(DEFAULT_OUT))
+    board.add_argument("results", nargs="?", default=CORE["out"].default)
     board.add_argument("--format", choices=("md", "csv", "latex"), default="md",
                        help="md (default), csv (long: one row per dataset, posterior and metric) or latex")
-    board.add_argument("--provenance", action="store_true", help="end the md table with where the numbers came from")
+    board.add_argument("--provenance", action="store_true",
+                       help="end the md table with where the numbers came from and the options that were set")
     board.add_argument("--transpose", action="store_true",
                        help="one row per metric, one column per posterior (md, latex): readable with many metrics")
     board.set_defaults(func=cmd_leaderboard)
 
     from .cost_command import add_parser as add_cost_parser
 
-    add_cost_parser(sub, _positive_int, _comma_list)
+    add_cost_parser(sub)
     return parser
 
 
+def _plugins_for(argv: list[str]):
+    """The loaded plugins when the command reads them (each broken one named on stderr), else None."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--plugins-dir")
+    peek.add_argument("command", nargs="?")
+    known, _ = peek.parse_known_args(argv)
+    if known.command in (None, *WITHOUT_PLUGINS):
+        return None
+    from .plugins import get_plugins
+
+    plugins = get_plugins(known.plugins_dir)
+    for error in plugins.errors:
+        print(f"mmbench: warning: {error} (left out; MMBENCH_LOAD_PLUGINS can exclude it)", file=sys.stderr)
+    return plugins
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     keep_freed_memory()
     try:
+        args = build_parser(_plugins_for(argv)).parse_args(argv)
         return args.func(args)
     except MMBenchError as exc:
         print(f"mmbench: error: {exc}", file=sys.stderr)

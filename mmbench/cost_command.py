@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from .errors import MMBenchError
+from .settings import MODALITY_COUNT
 
 DEFAULT_OUT = Path("results/cost")
 
 
-def add_parser(sub, positive_int, comma_list) -> None:
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def comma_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def add_parser(sub) -> None:
     cost = sub.add_parser("cost", help="time one training step against M (and K, batch size): M² against linear")
-    cost.add_argument("--dataset", default="polymnist", help="a dataset taking a `modalities` option (default: polymnist)")
-    cost.add_argument("--posteriors", type=comma_list, default=["moe", "moe-tight", "is-elbo", "poe"])
+    cost.add_argument("--dataset", help=f"a dataset declaring a `{MODALITY_COUNT}` option (default: the first so)")
+    cost.add_argument("--posteriors", type=comma_list, help="posterior names, comma-separated (default: every one)")
     cost.add_argument("--modalities", default="2..8", help="M values: a range 2..8 or a list 2,4,8 (default 2..8)")
     cost.add_argument("--K", "-K", type=positive_int, default=5, help="importance samples per expert (default 5)")
     cost.add_argument("--batch-size", type=positive_int, default=32, help="default 32")
@@ -48,6 +67,14 @@ def parse_range(text: str) -> list[int]:
     return values
 
 
+def sweepable_dataset(plugins):
+    """The first registered dataset (by name) that declares the option the M sweep sets."""
+    for dataset in plugins.datasets:
+        if any(o.name == MODALITY_COUNT for o in dataset.options):
+            return dataset
+    raise MMBenchError(f"no dataset here declares a `{MODALITY_COUNT}` option to sweep M over; name one with --dataset")
+
+
 def run(args) -> int:
     modalities = parse_range(args.modalities)
     Ks = parse_range(args.Ks) if args.Ks else []
@@ -58,15 +85,15 @@ def run(args) -> int:
     import torch
 
     from . import cost
-    from .cli import _load
     from .device import resolve_device
+    from .plugins import get_plugins
     from .results import atomic_write_json, atomic_write_text
 
-    plugins = _load(args)
-    dataset = plugins.datasets.get(args.dataset)
-    posteriors = [plugins.posteriors.get(p) for p in args.posteriors]
+    plugins = get_plugins(args.plugins_dir)
+    dataset = plugins.datasets.get(args.dataset) if args.dataset else sweepable_dataset(plugins)
+    posteriors = [plugins.posteriors.get(p) for p in args.posteriors] if args.posteriors else list(plugins.posteriors)
     for M in modalities:
-        dataset.configure(modalities=M)  # a dataset without the option, or an M it refuses, fails here
+        dataset.configure(**{MODALITY_COUNT: M})  # a dataset without the option, or an M it refuses, fails here
     device = resolve_device(args.device)
     precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     if args.threads:

@@ -24,7 +24,6 @@ class EvalContext:
     device: torch.device
     seed: int = 0
     cache_dir: Path | None = None
-    options: dict = field(default_factory=dict)
     #: the run's directory, where metrics that draw pictures save them (None: nowhere)
     run_dir: Path | None = None
     _judges: dict = field(default_factory=dict)

@@ -1,63 +1,63 @@
 """The grid of a benchmark: datasets × posteriors × seeds, described by flags, a TOML file or
-both (flags win), expanded into run specs, and carried out cell by cell by an executor.
+both (flags win), checked whole and expanded into run specs, then carried out cell by cell by
+an executor.
 
     mmbench run --dataset digits --posteriors moe,poe --seeds 0,1,2
     mmbench run --config grid.toml --seeds 3          # the file's grid, other seeds
 
-A grid file holds the same settings as the flags, with underscores::
+A grid file holds the core's settings (:mod:`mmbench.settings`) with the flags' names, and a
+table per owner of plugin options::
 
     dataset = "digits"                 # or a list
-    posteriors = ["moe", "moe-tight", "is-elbo", "poe"]
+    posteriors = ["moe", "poe"]
     seeds = [0, 1, 2]
     epochs = 8
-    K = 2
-    metrics = ["coherence_cross", "coherence_joint", "latent_acc"]
     out = "results/digits/runs"
-    [data_options]
+    [digits]                           # the options of the item named so (`mmbench plugins`)
     partners = 20
 
-Each cell runs under its run directory's lock (:mod:`mmbench.locks`) after the directory's
-files were checked (:mod:`mmbench.integrity`); a cell that crashes or diverges is recorded as
-failed and the grid goes on.
+``[data_options]`` sets an option of every dataset of the grid (as ``--data-option`` does),
+``modalities = M`` every dataset's modality count (as ``--modalities``), and a key an option had
+before its owner declared it (its ``aliases``) still reads as that option.
+Every setting is checked before any directory is made. Each cell runs under its run
+directory's lock (:mod:`mmbench.locks`) after the directory's files were checked
+(:mod:`mmbench.integrity`); a cell that crashes or diverges is recorded as failed and the grid
+goes on.
 """
 
 from __future__ import annotations
 
-import difflib
+import os
 import re
 import sys
+import tempfile
 import tomllib
 import traceback
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .api import Executor
 from .errors import MMBenchError
-from .runner import EVAL_OPTIONS, HPARAMS, RunSpec
+from .runner import RunSpec, resolve_estimator, resolve_metrics
+from .settings import CORE, HPARAMS, MODALITY_COUNT, Assignment, alias, chosen, located, owner, unknown_setting
 
-DEFAULTS = {"dataset": ["digits"], "posteriors": ["moe", "poe"], "seeds": [0], "metrics": None,
-            "out": "results/runs", "device": "auto", "executor": "local"}
-
-# setting -> (kind, example); the kinds are checked in _coerce
-_KINDS = {
-    "dataset": ("names", '"digits" or ["digits", "polymnist"]'),
-    "posteriors": ("names", '["moe", "poe"]'),
-    "metrics": ("names", '["coherence_cross"]'),
-    "seeds": ("ints", "[0, 1, 2]"),
-    "modalities": ("count", "5"),
-    "data_options": ("table", "{ partners = 20 }"),
-    "latent_dim": ("count", "20"), "K": ("count", "2"), "epochs": ("count", "8"),
-    "batch_size": ("count", "128"), "lr": ("positive", "1e-3"), "estimator": ("name", '"dreg"'),
-    "eval_items": ("count", "1000"), "loglik_samples": ("count", "1000"), "loglik_items": ("count", "100"),
-    "out": ("name", '"results/runs"'), "data_dir": ("name", '"data"'), "device": ("name", '"cpu"'),
-    "executor": ("name", '"ray"'), "address": ("name", '"ray://head:10001"'), "workers": ("count", "2"),
-    "cpus_per_cell": ("positive", "1"), "gpus_per_cell": ("nonnegative", "1"),
-}
-SETTINGS = tuple(_KINDS)
+#: grid-file tables that are not owners: the core's hyper-parameters grouped, and options of every dataset
+HPARAMS_TABLE, EVERY_DATASET_TABLE = "hparams", "data_options"
 
 
 # ------------------------------------------------------------------------------ settings
-def load_grid_file(path: Path) -> dict:
+@dataclass
+class Layer:
+    """The settings one source gave (a grid file, or the command line), not yet checked:
+    core settings by name, and plugin options as assignments in the order given. ``where``
+    begins the message of an error in a core setting (the file; nothing for the flags)."""
+
+    where: str
+    core: dict = field(default_factory=dict)
+    assignments: list[Assignment] = field(default_factory=list)
+
+
+def load_grid_file(path: Path, plugins) -> Layer:
     """The settings of a TOML grid file; one readable line (file and line) when malformed."""
     path = Path(path)
     try:
@@ -73,72 +73,36 @@ def load_grid_file(path: Path) -> dict:
             message = message[:where.start()].strip()
             raise MMBenchError(f"{path} line {where[1]}, column {where[2]}: invalid TOML: {message}") from None
         raise MMBenchError(f"{path}: invalid TOML: {message}") from None
-    settings = {}
-    for key, value in raw.items():
+    layer = Layer(str(path))
+
+    def setting(key: str, value) -> None:
         name = key.replace("-", "_")
-        if name == "hparams" and isinstance(value, dict):  # [hparams] table: the same keys, grouped
-            settings.update({k.replace("-", "_"): v for k, v in value.items()})
-            continue
-        settings[name] = value
-    for name in list(settings):
-        if name not in _KINDS:
-            close = difflib.get_close_matches(name, SETTINGS, n=1, cutoff=0.6)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise MMBenchError(f"{path}: unknown setting '{name}'; {hint}known: {', '.join(SETTINGS)}")
-        settings[name] = _coerce(name, settings[name], path)
-    return settings
+        if name in CORE:
+            layer.core[name] = value
+            return
+        if name == MODALITY_COUNT:  # as --modalities: every dataset's
+            layer.assignments.append(Assignment(None, name, value, f"{path}: {key}"))
+            return
+        with located(str(path)):
+            target = alias(plugins, name)
+            if target is None:
+                raise unknown_setting(name, plugins)
+        layer.assignments.append(Assignment(*target, value, f"{path}: {key}"))
+
+    for key, value in raw.items():
+        if key == HPARAMS_TABLE and isinstance(value, dict):  # the core's keys, grouped
+            for k, v in value.items():
+                setting(k, v)
+        elif key == EVERY_DATASET_TABLE and isinstance(value, dict):
+            layer.assignments += [Assignment(None, k.replace("-", "_"), v, f"{path} [{key}]") for k, v in value.items()]
+        elif isinstance(value, dict) and key.replace("-", "_") not in CORE:
+            layer.assignments += [Assignment(key, k.replace("-", "_"), v, f"{path} [{key}]") for k, v in value.items()]
+        else:
+            setting(key, value)
+    return layer
 
 
-def _coerce(name: str, value, path: Path):
-    kind, example = _KINDS[name]
-    bad = MMBenchError(f"{path}: '{name}' must be {_KIND_WORDS[kind]}, e.g. {name} = {example} (got {value!r})")
-    if kind == "names":
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list) or not items or not all(isinstance(v, str) and v.strip() for v in items):
-            raise bad
-        return [v.strip() for v in items]
-    if kind == "ints":
-        items = [value] if isinstance(value, int) else value
-        if not isinstance(items, list) or not items or not all(type(v) is int for v in items):
-            raise bad
-        return items
-    if kind == "count":
-        if type(value) is not int or value < 1:
-            raise bad
-        return value
-    if kind in ("positive", "nonnegative"):
-        if type(value) not in (int, float) or not (value > 0 or (kind == "nonnegative" and value == 0)):
-            raise bad
-        return value
-    if kind == "table":
-        if not isinstance(value, dict) or not all(isinstance(v, (str, int, float, bool)) for v in value.values()):
-            raise bad
-        # as the flags give them (--data-option partners=20), so both spell the same run
-        return {k.replace("-", "_"): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
-    if not isinstance(value, str) or not value:
-        raise bad
-    return value
-
-
-_KIND_WORDS = {"names": "a name or a list of names", "ints": "a list of integers", "count": "a positive integer",
-               "positive": "a positive number", "nonnegative": "a number >= 0", "table": "a table of values",
-               "name": "a string"}
-
-
-def resolve_settings(flags: dict, config: Path | None = None) -> dict:
-    """Defaults, then the grid file, then every flag the user gave (None: not given)."""
-    settings = dict(DEFAULTS)
-    from_file = load_grid_file(config) if config else {}
-    settings.update(from_file)
-    given = {k: v for k, v in flags.items() if v is not None and k in _KINDS}
-    if "data_options" in given:
-        given["data_options"] = {**from_file.get("data_options", {}), **given["data_options"]}
-    settings.update(given)
-    settings.setdefault("data_options", {})
-    return settings
-
-
-# ------------------------------------------------------------------------------ cells
+# ------------------------------------------------------------------------------ the checked grid
 @dataclass
 class GridJob:
     """Where and how a grid's cells run: what every executor and worker needs besides the spec."""
@@ -149,38 +113,93 @@ class GridJob:
     device: str = "auto"
     plugins_dir: str | None = None
     progress: bool = True
-    executor: str = "local"
-    address: str | None = None
-    workers: int | None = None
-    cpus_per_cell: float = 1
-    gpus_per_cell: float | None = None  # None: 1 where the cluster has GPUs, else 0
+    executor: str = ""
     extra: dict = field(default_factory=dict)
 
 
-def expand(settings: dict, plugins) -> list[RunSpec]:
-    """Every cell of the grid, each name resolved (and each typo refused) before any work."""
-    options = dict(settings.get("data_options") or {})
-    if settings.get("modalities") is not None:
-        options["modalities"] = settings["modalities"]
-    datasets = [plugins.datasets.get(d).configure(**options) for d in settings["dataset"]]
-    posteriors = [plugins.posteriors.get(p) for p in settings["posteriors"]]
-    for m in settings.get("metrics") or []:
-        plugins.metrics.get(m)
+@dataclass
+class Grid:
+    """A grid whose every setting was checked: its cells, and where and how they run."""
+
+    cells: list[RunSpec]
+    out: Path
+    data_dir: Path | None
+    device: str
+    executor: Executor  # configured
+
+
+def plan(layers: list[Layer], plugins) -> Grid:
+    """The grid that ``layers`` describe (later layers win), every name, option and value
+    checked and the results directory found writable, before anything is created."""
+    core = {name: option.default for name, option in CORE.items()}
+    for layer in layers:
+        for name, value in layer.core.items():
+            with located(layer.where or f"--{name.replace('_', '-')}"):
+                core[name] = CORE[name].parse(value)
+    datasets = chosen(plugins.datasets, core["dataset"], "dataset")
+    posteriors = chosen(plugins.posteriors, core["posteriors"], "posteriors")
+    metric_names = core["metrics"]
+    metrics = resolve_metrics(plugins, metric_names)  # unknown names fail here
+    executor_name = core["executor"] or chosen(plugins.executors, None, "executor")[0].name
+
+    # Plugin options, in the order given; an option of "every dataset" goes to each of the grid's.
+    values: dict[str, dict] = {}
+    for layer in layers:
+        for assignment in layer.assignments:
+            with located(assignment.where):
+                targets = ([d.name for d in datasets] if assignment.owner is None else [assignment.owner])
+                for name in targets:
+                    item = (plugins.datasets.get(name) if assignment.owner is None
+                            else owner(plugins, name, assignment.name))
+                    parsed = item.parse_options({assignment.name: assignment.value})
+                    values.setdefault(item.name, {}).update(parsed)
+
+    def configured(item):
+        return item.configure(**values.get(item.name, {}))
+
+    executor = configured(plugins.executors.get(executor_name))
+    datasets = [configured(d) for d in datasets]
+    posteriors = [configured(p) for p in posteriors]
+    metrics = [configured(m) for m in metrics]
+    metric_options = {m.name: m.changed_options for m in metrics if m.changed_options}
+    for posterior in posteriors:
+        resolve_estimator(posterior, core["estimator"])  # a posterior without it fails here
+
     cells = []
     for dataset in datasets:
-        hp = {k: settings.get(k) if settings.get(k) is not None else dataset.defaults.get(k) for k in HPARAMS}
-        hp["estimator"] = settings.get("estimator")
-        hp.update({k: settings.get(k) for k in EVAL_OPTIONS})
+        hp = {k: core[k] if core[k] is not None else dataset.defaults.get(k) for k in HPARAMS}
+        hp["estimator"] = core["estimator"]
         missing = [k for k in HPARAMS if hp[k] is None and k != "estimator"]
         if missing:
             raise MMBenchError(f"dataset '{dataset.name}' has no default for {', '.join(missing)}; "
                                f"pass --{missing[0].replace('_', '-')}")
         for posterior in posteriors:
-            for seed in settings["seeds"]:
-                cells.append(RunSpec(dataset.name, posterior.name, seed, dict(hp), settings.get("metrics"), dict(options)))
-    return cells
+            options = {posterior.name: posterior.changed_options} if posterior.changed_options else {}
+            options.update(metric_options)
+            for seed in core["seeds"]:
+                cells.append(RunSpec(dataset.name, posterior.name, seed, dict(hp), metric_names,
+                                     dict(dataset.changed_options), dict(options)))
+    out = Path(core["out"])
+    writable_folder(out, "--out")
+    return Grid(cells, out, Path(core["data_dir"]) if core["data_dir"] else None, core["device"], executor)
 
 
+def writable_folder(path: Path, flag: str) -> None:
+    """Raise a one-line MMBenchError unless ``path`` is a folder, or one can be made there, that
+    this process may write into. Whatever the check makes, it removes."""
+    existing = Path(path).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MMBenchError(f"{flag} {path}: {existing} is a file, not a folder; pass another {flag}")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".mmbench-check-"))
+    except OSError as exc:
+        raise MMBenchError(f"{flag} {path} cannot be written ({exc.strerror or exc} in {existing}); "
+                           f"pass another {flag}") from None
+
+
+# ------------------------------------------------------------------------------ cells
 def label(spec: RunSpec) -> str:
     return f"[{spec.dataset} / {spec.posterior} / seed {spec.seed}]"
 
@@ -192,7 +211,7 @@ def run_cell(spec: RunSpec, job: GridJob, plugins, device, data_cache: dict | No
     ``wait`` is False. A cell that raises is recorded as failed: the grid goes on."""
     from .integrity import check_run_dir, warn
     from .locks import RunLock
-    from .results import atomic_write_json, read_json
+    from .results import atomic_write_json, read_json, utc_now
     from .runner import execute
 
     run_dir = spec.directory(job.out)
@@ -224,21 +243,14 @@ def run_cell(spec: RunSpec, job: GridJob, plugins, device, data_cache: dict | No
             raise
         except Exception as exc:  # one broken cell must not end a grid of hours
             traceback.print_exc(file=sys.stderr)
-            info = read_json(run_dir / "run.json") or {"spec": _asdict(spec)}
-            info.update(status="failed", reason=f"crashed: {type(exc).__name__}: {exc}",
-                        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            info = read_json(run_dir / "run.json") or {"spec": asdict(spec)}
+            info.update(status="failed", reason=f"crashed: {type(exc).__name__}: {exc}", finished=utc_now())
             atomic_write_json(run_dir / "run.json", info)
         if info.get("status") != "done":
             print(f"mmbench: run {run_dir} {info.get('status')}: {info.get('reason')}", file=sys.stderr)
         return info
     finally:
         lock.release()
-
-
-def _asdict(spec: RunSpec) -> dict:
-    from dataclasses import asdict
-
-    return asdict(spec)
 
 
 def run_in_worker(spec: RunSpec, job: GridJob, device_name: str | None = None) -> dict:
@@ -253,42 +265,33 @@ def run_in_worker(spec: RunSpec, job: GridJob, device_name: str | None = None) -
         plugins = get_plugins(job.plugins_dir)
         return run_cell(spec, job, plugins, resolve_device(device_name or job.device), data_cache={}, wait=True)
     except MMBenchError as exc:
-        return {"status": "error", "reason": str(exc), "spec": _asdict(spec)}
+        return {"status": "error", "reason": str(exc), "spec": asdict(spec)}
 
 
 # ------------------------------------------------------------------------------ the whole grid
-def run_grid(settings: dict, plugins, *, plugins_dir: str | None, home: Path, progress: bool = True,
+def run_grid(grid: Grid, plugins, *, plugins_dir: str | None, home: Path, progress: bool = True,
              dry_run: bool = False) -> int:
-    """Expand and run the grid with the chosen executor, then print its table. Exit status:
-    0 when every cell finished, 1 when one failed (the others still ran)."""
+    """Run the checked grid with its executor, then print its table. Exit status: 0 when every
+    cell finished, 1 when one failed (the others still ran)."""
+    from .device import resolve_device
     from .leaderboard import render, scan_runs
 
-    cells = expand(settings, plugins)
-    out = Path(settings["out"])
     if dry_run:
-        for spec in cells:
-            print(f"{label(spec)} -> {spec.directory(out)}  {spec.hparams}  options={spec.dataset_options}")
+        for spec in grid.cells:
+            options = {owner: values for owner, values in {spec.dataset: spec.dataset_options, **spec.options}.items()
+                       if values}
+            print(f"{label(spec)} -> {spec.directory(grid.out)}  {spec.hparams}  options={options}")
         return 0
-    executor = plugins.executors.get(settings["executor"])
-    job = GridJob(out=out, data_dir=Path(settings.get("data_dir") or home / "data"), cache_dir=home / "cache",
-                  device=settings["device"], plugins_dir=str(Path(plugins_dir).resolve()) if plugins_dir else None,
-                  progress=progress, executor=executor.name, address=settings.get("address"),
-                  workers=settings.get("workers"), cpus_per_cell=settings.get("cpus_per_cell") or 1,
-                  gpus_per_cell=settings.get("gpus_per_cell"))
-    infos = executor.run(cells, job, plugins)
+    resolve_device(grid.device)  # an unknown or absent device fails before any cell
+    executor = grid.executor
+    job = GridJob(out=grid.out, data_dir=grid.data_dir or home / "data", cache_dir=home / "cache", device=grid.device,
+                  plugins_dir=str(Path(plugins_dir).resolve()) if plugins_dir else None, progress=progress,
+                  executor=executor.name)
+    infos = executor.run(grid.cells, job, plugins)
     errors = [i["reason"] for i in infos if i.get("status") == "error"]
     if errors:
         raise MMBenchError(errors[0])
-    wanted = {spec.directory(out) for spec in cells}
-    records = [r for r in scan_runs(out) if r.path in wanted]
-    print(render(records, "md", expected=cells))
+    wanted = {spec.directory(grid.out) for spec in grid.cells}
+    records = [r for r in scan_runs(grid.out) if r.path in wanted]
+    print(render(records, "md", expected=grid.cells))
     return 0 if all(i.get("status") == "done" for i in infos) else 1
-
-
-def flags_of(args) -> dict:
-    """The grid settings the user gave as flags (None where a flag was left out)."""
-    flags = {k: getattr(args, k, None) for k in SETTINGS}
-    if getattr(args, "data_option", None):
-        flags["data_options"] = dict(args.data_option)
-    return flags
-

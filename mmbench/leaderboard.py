@@ -217,4 +217,20 @@ def _provenance(records: list[RunRecord]) -> str:
     return (f"{len(done)} finished runs of {len(records)}; mmbench {', '.join(values('mmbench'))}, "
             f"torch {', '.join(values('torch'))} on {', '.join(values('device'))} "
             f"({', '.join(values('device_name'))}); git {', '.join(c[:12] for c in values('git_commit'))}; "
-            f"{hours:.2f} h of training and evaluation.")
+            f"{hours:.2f} h of training and evaluation.{_changed_options(done)}")
+
+
+def _changed_options(done: list[RunRecord]) -> str:
+    """' Options set: loglik.samples=5000 (all runs), digits.partners=1 (2 of 4 runs).' from the
+    runs' ``changed_options`` (runs from before it was recorded: their spec's dataset options)."""
+    counts: dict[str, int] = {}
+    for r in done:
+        spec = r.info.get("spec", {})
+        changed = r.info.get("changed_options", {spec.get("dataset"): spec.get("dataset_options") or {}})
+        for owner, values in changed.items():
+            for name, value in values.items():
+                counts[f"{owner}.{name}={value}"] = counts.get(f"{owner}.{name}={value}", 0) + 1
+    if not counts:
+        return ""
+    spelled = [f"{k} ({'all runs' if n == len(done) else f'{n} of {len(done)} runs'})" for k, n in counts.items()]
+    return f" Options set: {', '.join(spelled)}."

@@ -8,8 +8,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field, fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -18,18 +17,20 @@ import torch
 from . import __version__
 from .errors import MMBenchError, Unsupported
 from .evaluation import EvalContext
-from .results import SCHEMA_VERSION, atomic_write_json, read_json, write_metrics
 from .integrity import resumable_checkpoint
+from .results import SCHEMA_VERSION, atomic_write_json, differences, read_json, utc_now, write_metrics
+from .settings import HPARAMS, alias
 from .train import Diverged, TrainConfig, train
-
-HPARAMS = ("latent_dim", "K", "epochs", "batch_size", "lr", "estimator")
-#: evaluation settings a run records beside its hyper-parameters (see EvalContext.options)
-EVAL_OPTIONS = ("eval_items", "loglik_samples", "loglik_items")
 
 
 @dataclass
 class RunSpec:
-    """One cell of a grid: which data, which posterior, which seed, with what settings."""
+    """One cell of a grid: which data, which posterior, which seed, with what settings.
+
+    ``hparams`` holds the core's training settings (:data:`mmbench.settings.TRAINING`, the
+    dataset's defaults filled in); ``dataset_options`` and ``options`` ({posterior or metric:
+    {option: value}}) hold the plugin options that differ from their defaults, so that a run
+    given a default explicitly is the same run as one given nothing."""
 
     dataset: str
     posterior: str
@@ -37,13 +38,54 @@ class RunSpec:
     hparams: dict
     metrics: list[str] | None = None  # None: every metric that applies
     dataset_options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
 
     def directory(self, out: Path) -> Path:
         return Path(out) / self.dataset / self.posterior / f"seed-{self.seed}"
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def upgrade_spec(spec: dict, plugins) -> dict:
+    """A spec as run.json holds it, in today's form: older runs kept plugins' options among the
+    hyper-parameters under their former names (each option's ``aliases``) and dataset options
+    as given (strings, defaults included). Names no loaded plugin declares are left as they are."""
+    hparams = dict(spec.get("hparams", {}))
+    options = {owner: dict(values) for owner, values in spec.get("options", {}).items()}
+    for key in [k for k in hparams if k not in HPARAMS]:
+        target = alias(plugins, key)
+        if target is not None:
+            value = hparams.pop(key)
+            if value is not None:
+                options.setdefault(target[0], {})[target[1]] = value
+    dataset_options = spec.get("dataset_options", {})
+    if spec.get("dataset") in plugins.datasets:
+        dataset_options = plugins.datasets.get(spec["dataset"]).configure(**dataset_options).changed_options
+    for name, values in list(options.items()):
+        item = next((r.get(name) for r in (plugins.posteriors, plugins.metrics) if name in r), None)
+        values = item.configure(**values).changed_options if item is not None else values
+        if values:
+            options[name] = values
+        else:
+            del options[name]
+    return {**spec, "hparams": hparams, "dataset_options": dataset_options, "options": options}
+
+
+def recorded_options(items, record: dict | None = None) -> dict:
+    """run.json's ``options`` and ``changed_options`` with those of ``items`` (configured
+    plugin items) set, over those of ``record`` (a run.json already written)."""
+    record = record or {}
+    changed = {**record.get("changed_options", {}), **{item.name: item.changed_options for item in items}}
+    return {"options": {**record.get("options", {}), **{item.name: item.option_values for item in items}},
+            "changed_options": {owner: values for owner, values in changed.items() if values}}
+
+
+def resolve_estimator(posterior, given: str | None) -> str:
+    """The gradient estimator a run of ``posterior`` uses: the one given, or the posterior's first."""
+    if given is None:
+        return posterior.estimators[0]
+    if given not in posterior.estimators:
+        raise MMBenchError(f"posterior '{posterior.name}' has no estimator '{given}'; "
+                           f"it offers {', '.join(posterior.estimators)}")
+    return given
 
 
 def _git_commit() -> str | None:
@@ -91,49 +133,48 @@ def resolve_metrics(plugins, names: list[str] | None):
 
 def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Path, device: torch.device,
             progress: bool = True, data=None) -> dict:
-    """Carry out one run and return its run.json contents. Skips a finished run."""
+    """Carry out one run and return its run.json contents. Skips a finished run.
+
+    The dataset, the posterior and each metric are configured with the spec's options; run.json
+    records every one's option values ({owner: {option: value}}) under ``options``, and those
+    that differ from their defaults under ``changed_options``."""
     run_dir = spec.directory(out)
     info_path = run_dir / "run.json"
     previous = read_json(info_path) if info_path.exists() else None
-    if previous is not None and previous.get("spec") != asdict(spec) and previous.get("status") == "done":
+    before = upgrade_spec(previous["spec"], plugins) if isinstance((previous or {}).get("spec"), dict) else None
+    if previous is not None and before != asdict(spec) and previous.get("status") == "done":
         raise MMBenchError(
-            f"{run_dir} holds a finished run with other settings ({_differences(previous.get('spec', {}), asdict(spec))}); "
+            f"{run_dir} holds a finished run with other settings ({differences(before or {}, asdict(spec))}); "
             "pass another --out or remove that directory")
     if previous is not None and previous.get("status") == "done" and (run_dir / "metrics.jsonl").exists():
         return previous
 
     dataset = plugins.datasets.get(spec.dataset).configure(**spec.dataset_options)
-    posterior = plugins.posteriors.get(spec.posterior)
-    metrics = resolve_metrics(plugins, spec.metrics)
-    hp = spec.hparams
-    if hp["estimator"] is None:
-        hp = {**hp, "estimator": posterior.estimators[0]}
-    elif hp["estimator"] not in posterior.estimators:
-        raise MMBenchError(f"posterior '{posterior.name}' has no estimator '{hp['estimator']}'; "
-                           f"it offers {', '.join(posterior.estimators)}")
+    posterior = plugins.posteriors.get(spec.posterior).configure(**spec.options.get(spec.posterior, {}))
+    metrics = [m.configure(**spec.options.get(m.name, {})) for m in resolve_metrics(plugins, spec.metrics)]
+    hp = {**spec.hparams, "estimator": resolve_estimator(posterior, spec.hparams["estimator"])}
     if data is None:
         data = dataset.load(data_dir).to(device)
 
-    info = {"schema": SCHEMA_VERSION, "spec": asdict(spec), "resolved_hparams": hp, "status": "running",
-            "started": (previous or {}).get("started", _now()), "provenance": provenance(plugins, spec, device),
-            "data": data.info}
+    info = {"schema": SCHEMA_VERSION, "spec": asdict(spec), "resolved_hparams": hp,
+            **recorded_options([dataset, posterior, *metrics]), "status": "running", "started": (previous or {}).get("started", utc_now()),
+            "provenance": provenance(plugins, spec, device), "data": data.info}
     atomic_write_json(info_path, info)
 
     torch.manual_seed(spec.seed)
     model = posterior.build_model(dataset.modalities, hp["latent_dim"]).to(device)
-    cfg = TrainConfig(epochs=hp["epochs"], K=hp["K"], batch_size=hp["batch_size"], lr=hp["lr"],
-                      estimator=hp["estimator"], seed=spec.seed)
+    cfg = TrainConfig(**{f.name: hp[f.name] for f in fields(TrainConfig) if f.name != "seed"}, seed=spec.seed)
     checkpoint = run_dir / "checkpoint.pt"
     resume = resumable_checkpoint(checkpoint, cfg, model)  # a bad or foreign one is named, set aside
     try:
         history = train(model, posterior, data.train, cfg, checkpoint=checkpoint, resume=resume, progress=progress)
     except Diverged as exc:
-        info.update(status="failed", reason=f"diverged: {exc}", last_finite_epoch=exc.last_finite_epoch, finished=_now())
+        info.update(status="failed", reason=f"diverged: {exc}", last_finite_epoch=exc.last_finite_epoch, finished=utc_now())
         atomic_write_json(info_path, info)
         return info
     except Exception as exc:  # a plugin's objective or network raised: name it, keep the grid going
         traceback.print_exc(file=sys.stderr)
-        info.update(status="failed", finished=_now(), reason=(
+        info.update(status="failed", finished=utc_now(), reason=(
             f"training raised {type(exc).__name__}: {exc} (posterior '{posterior.name}' of "
             f"{plugins.posteriors.provenance(posterior.name)}, dataset '{dataset.name}' of "
             f"{plugins.datasets.provenance(spec.dataset)})"))
@@ -143,22 +184,17 @@ def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Pat
 
     model.eval()
     ctx = EvalContext(dataset=dataset, data=data, model=model, posterior=posterior, device=device,
-                      seed=spec.seed, cache_dir=cache_dir, options=eval_options(hp), run_dir=run_dir)
+                      seed=spec.seed, cache_dir=cache_dir, run_dir=run_dir)
     t1 = time.perf_counter()
     eval_seconds: dict = {}
     rows, skipped = evaluate_metrics(ctx, metrics, plugins, eval_seconds)
     cost = _cost_rows(history, train_s)
     rows += cost
     write_metrics(run_dir / "metrics.jsonl", rows)
-    info.update(status="done", finished=_now(), train_s=train_s, eval_s=time.perf_counter() - t1,
+    info.update(status="done", finished=utc_now(), train_s=train_s, eval_s=time.perf_counter() - t1,
                 eval_s_per_metric=eval_seconds, history=history, skipped_metrics=skipped)
     atomic_write_json(info_path, info)
     return info
-
-
-def eval_options(hp: dict) -> dict:
-    """The settings metrics read from ``EvalContext.options`` (None: the metric's default)."""
-    return {k: hp.get(k) for k in EVAL_OPTIONS}
 
 
 def evaluate_metrics(ctx: EvalContext, metrics, plugins=None, seconds: dict | None = None) -> tuple[list[dict], dict]:
@@ -212,14 +248,3 @@ def _cost_rows(history: list[dict], train_s: float) -> list[dict]:
     if last:
         rows += [row("step_ms", last["step_ms"], "ms"), row("decoder_passes", last["decoder_passes"], "passes")]
     return rows
-
-
-def _differences(old: dict, new: dict) -> str:
-    diffs = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += [f"{k} {a.get(k)} vs {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        elif a != b:
-            diffs.append(f"{key} {a} vs {b}")
-    return ", ".join(diffs) or "unknown"

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .api import Dataset, Metric, MetricValue, Modality, ObjectiveResult, PairedData, Posterior, Split
+from .api import Dataset, Metric, MetricValue, Modality, ObjectiveResult, Option, PairedData, Posterior, Split
 from .datasets import stratified_split
 from .distributions import LatentFamily
 from .errors import MMBenchError
@@ -56,6 +56,24 @@ class _Problems:
     def raise_if_any(self) -> None:
         if self.items:
             raise ConformanceError(f"{self.what} does not conform:\n" + "\n".join(f"  - {p}" for p in self.items))
+
+
+def _check_options(p: "_Problems", item) -> None:
+    """Its ``options``: Option declarations with distinct plain names (a user writes
+    OWNER.NAME) whose defaults their own checks accept."""
+    options = getattr(item, "options", ())
+    if not p.check(isinstance(options, tuple) and all(isinstance(o, Option) for o in options),
+                   "`options` is not a tuple of mmbench.api.Option"):
+        return
+    names = [o.name for o in options]
+    p.check(len(set(names)) == len(names), f"option names are repeated: {names}")
+    for option in options:
+        p.check(isinstance(option.name, str) and option.name.isidentifier(),
+                f"option name {option.name!r} is not a plain identifier (it is written OWNER.NAME)")
+        try:
+            option.parse(option.default, getattr(item, "name", ""))
+        except MMBenchError as exc:
+            p.check(False, f"option {option.name}'s default {option.default!r} fails its own check: {exc}")
 
 
 def _declares(obj, base: type, attribute: str) -> bool:
@@ -134,7 +152,8 @@ def check_posterior(posterior: Posterior, *, modality_counts=(2, 3), K: int = 2,
                     latent_dim: int = 4, seed: int = 0) -> dict[int, float]:
     """A posterior's contract, on tiny models of ``ToyDataset`` for each modality count M:
 
-    - it has a name, a description, a latent family and at least one estimator;
+    - it has a name, a description, a latent family and at least one estimator, and its
+      ``options`` are well declared (as :func:`check_metric` says);
     - with every estimator, ``objective`` returns an ObjectiveResult whose bound is a finite
       scalar and whose loss is a finite scalar that reaches every encoder and decoder with finite
       gradients;
@@ -151,6 +170,7 @@ def check_posterior(posterior: Posterior, *, modality_counts=(2, 3), K: int = 2,
     p.check(isinstance(posterior.family, LatentFamily), "its `family` is not a mmbench.distributions.LatentFamily")
     p.check(bool(posterior.estimators) and all(isinstance(e, str) for e in posterior.estimators),
             "declares no `estimators` (a tuple of names; the first is the default)")
+    _check_options(p, posterior)
     p.raise_if_any()
 
     counted: dict[int, float] = {}
@@ -244,7 +264,7 @@ def check_dataset(dataset: Dataset, data: PairedData | None = None, *, data_dir:
     """A dataset's contract: its declarations, and its splits' shapes, indices and labels.
 
     - name, description, num_classes and distinct modality names are declared; ``configure()``
-      without options returns a dataset of the same name;
+      without options returns a dataset of the same name; its ``options`` are well declared;
     - each split's pools hold every modality, shaped [n, *modality.shape], with a label each;
     - ``index`` is an integer [N, M] whose column j stays inside modality j's pool;
     - ``labels`` [N] equal the pool labels of every paired item, and lie in [0, num_classes);
@@ -266,6 +286,7 @@ def check_dataset(dataset: Dataset, data: PairedData | None = None, *, data_dir:
     p.check(len(set(names)) == len(names) and all(isinstance(n, str) and n for n in names),
             f"modality names are missing or repeated: {names}")
     p.check(getattr(dataset.configure(), "name", None) == dataset.name, "configure() without options changes it")
+    _check_options(p, dataset)
     p.raise_if_any()
 
     if data is None:
@@ -349,7 +370,8 @@ def check_metric(metric: Metric, ctx: EvalContext) -> list[MetricValue] | str:
     """A metric's contract: its declarations, then its values on ``ctx`` (see :func:`tiny_context`).
 
     - name, criterion, unit and description are non-empty strings and ``higher_is_better`` is a
-      bool that the metric itself declares (not the base class's default);
+      bool that the metric itself declares (not the base class's default); its ``options`` are
+      Option declarations with distinct plain names and defaults that pass their own checks;
     - ``skip_reason(ctx)`` is None or a non-empty string;
     - ``evaluate(ctx)`` yields at least one MetricValue, with distinct well-formed names
       (``family`` or ``family[detail]``), finite real values (within [0, 1] when the unit is
@@ -365,6 +387,7 @@ def check_metric(metric: Metric, ctx: EvalContext) -> list[MetricValue] | str:
         p.check(isinstance(value, str) and bool(value.strip()), f"declares no `{attribute}` (a non-empty string)")
     p.check(_declares(metric, Metric, "higher_is_better") and isinstance(metric.higher_is_better, bool),
             "does not declare `higher_is_better` (True or False) itself")
+    _check_options(p, metric)
     p.raise_if_any()
 
     reason = metric.skip_reason(ctx)
@@ -399,11 +422,11 @@ def check_metric(metric: Metric, ctx: EvalContext) -> list[MetricValue] | str:
 def tiny_context(posterior: Posterior, dataset: Dataset | None = None, data: PairedData | None = None, *,
                  epochs: int = 1, latent_dim: int = 8, K: int = 1, batch_size: int = 64, seed: int = 0,
                  device: str | torch.device = "cpu", cache_dir: Path | None = None,
-                 options: dict | None = None, run_dir: Path | None = None) -> EvalContext:
+                 run_dir: Path | None = None) -> EvalContext:
     """An EvalContext around a model trained briefly (``epochs`` on ``dataset``, default
-    :class:`ToyDataset`), for metric tests. ``options`` are the evaluation settings the runner
-    passes to metrics (e.g. ``eval_items``); judges are cached in ``cache_dir`` when given;
-    metrics that save files (pictures) write them under ``run_dir``."""
+    :class:`ToyDataset`), for metric tests (a metric's own settings: ``metric.configure(...)``);
+    judges are cached in ``cache_dir`` when given; metrics that save files (pictures) write
+    them under ``run_dir``."""
     dataset = dataset if dataset is not None else ToyDataset()
     device = torch.device(device)
     if data is None:
@@ -417,7 +440,7 @@ def tiny_context(posterior: Posterior, dataset: Dataset | None = None, data: Pai
     train(model, posterior, data.train, cfg, progress=False)
     model.eval()
     ctx = EvalContext(dataset=dataset, data=data, model=model, posterior=posterior, device=device, seed=seed,
-                      cache_dir=cache_dir, options=dict(options or {}))
+                      cache_dir=cache_dir)
     ctx.run_dir = run_dir
     return ctx
 

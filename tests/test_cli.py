@@ -2,6 +2,7 @@
 
 import json
 import textwrap
+from pathlib import Path
 
 from conftest import run_cli
 
@@ -99,3 +100,34 @@ def test_a_small_run_end_to_end_then_resumes_nothing(tmp_path, mmbench_home):
 
     board = run_cli("leaderboard", str(out), env=env)
     assert board.returncode == 0 and "| moe " in board.stdout
+
+
+def _one_line_error(proc) -> str:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mmbench: error: "), proc.stderr
+    return lines[0]
+
+
+def test_bad_input_is_one_line_and_creates_nothing(tmp_path):
+    out = tmp_path / "runs"
+    env = {"MMBENCH_HOME": str(tmp_path / "home")}
+    line = _one_line_error(run_cli("run", "--out", "/proc/mmbench-test", env=env))
+    assert "--out /proc/mmbench-test cannot be written" in line
+    assert not Path("/proc/mmbench-test").exists()
+    line = _one_line_error(run_cli("run", "--estimator", "foo", "--out", str(out), env=env))
+    assert "posterior 'moe' has no estimator 'foo'; it offers dreg, iwae" in line
+    line = _one_line_error(run_cli("run", "--set", "loglik.sample=5000", "--out", str(out), env=env))
+    assert "--set loglik.sample=5000: 'loglik' has no option 'sample'; did you mean 'samples'?" in line
+    line = _one_line_error(run_cli("run", "--set", "lglik.samples=5000", "--out", str(out), env=env))
+    assert "nothing registered is called 'lglik'; did you mean 'loglik'?" in line
+    line = _one_line_error(run_cli("run", "--set", "loglik.samples=many", "--out", str(out), env=env))
+    assert "loglik.samples takes a positive integer (got 'many')" in line
+    line = _one_line_error(run_cli("run", "--loglik-items", "0", "--out", str(out), env=env))  # a former flag
+    assert "--loglik-items: loglik.items takes a positive integer (got '0')" in line
+    grid = tmp_path / "grid.toml"
+    grid.write_text("[loglik]\nsamples = 0.5\n")
+    line = _one_line_error(run_cli("run", "--config", str(grid), "--out", str(out), env=env))
+    assert f"{grid} [loglik]: loglik.samples takes a positive integer (got 0.5)" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.toml"]  # no run directory, lock or cache

@@ -15,8 +15,8 @@ PLUGINS = get_plugins()
 pytestmark = pytest.mark.usefixtures("single_thread")
 #: options that keep a dataset small for these checks (the contract holds for any options)
 SMALL = {"digits": {"partners": 1}, "polymnist": {"modalities": 3, "partners": 1, "per_class": 8}}
-#: evaluation settings that keep the metrics quick (read from EvalContext.options)
-QUICK = {"eval_items": 64, "loglik_samples": 8, "loglik_items": 16}
+#: metric options that keep the metrics quick
+QUICK = {"coherence_cross": {"items": 64}, "loglik": {"samples": 8, "items": 16}}
 
 
 def _small(name):
@@ -50,12 +50,12 @@ def contexts(mmbench_home, tmp_path_factory):
     def get(name):
         if name not in built:
             if name.startswith("toy"):
-                built[name] = tiny_context(posterior, ToyDataset(caption=name == "toy+caption"), options=QUICK,
+                built[name] = tiny_context(posterior, ToyDataset(caption=name == "toy+caption"),
                                            run_dir=tmp_path_factory.mktemp("run"))
             else:
                 dataset = _small(name)
                 data = dataset.load(mmbench_home / "data")
-                built[name] = tiny_context(posterior, dataset, data, options=QUICK, latent_dim=4,
+                built[name] = tiny_context(posterior, dataset, data, latent_dim=4,
                                            batch_size=256, cache_dir=mmbench_home / "cache",
                                            run_dir=tmp_path_factory.mktemp("run"))
         return built[name]
@@ -72,7 +72,7 @@ KNOWN = {
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN[n]))
                                   if n in KNOWN else n for n in PLUGINS.metrics.names()])
 def test_metric_conforms(name, contexts):
-    metric = PLUGINS.metrics.get(name)
+    metric = PLUGINS.metrics.get(name).configure(**QUICK.get(name, {}))
     reasons = {}
     for where in ["toy", "toy+caption", *PLUGINS.datasets.names()]:
         try:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmbench.errors import DataError
+from mmbench.errors import DataError, MMBenchError
 
 from conftest import run_cli
 
@@ -44,7 +44,7 @@ def test_polymnist_options_are_checked(plugins):
     poly = plugins.datasets.get("polymnist")
     assert len(poly.configure(modalities="8").modalities) == 8
     for bad in (dict(modalities=1), dict(modalities=9), dict(modalities="x"), dict(colour=1)):
-        with pytest.raises(DataError):
+        with pytest.raises(MMBenchError, match="polymnist"):
             poly.configure(**bad)
 
 
@@ -358,7 +358,7 @@ def test_cub_missing_or_damaged_files_are_named(plugins, tmp_path, monkeypatch):
         dataset.load(tmp_path)
     with pytest.raises(DataError, match="--download cannot fetch CUB"):
         dataset.load(tmp_path, download=True)
-    with pytest.raises(DataError):
+    with pytest.raises(MMBenchError, match="cub.weights must be one of imagenet, none"):
         plugins.datasets.get("cub").configure(weights="imagenet21k")
 
 

@@ -24,6 +24,16 @@ def test_evaluate_a_finished_run_again(tmp_path, mmbench_home):
     assert loglik["loglik[grey|grey]"]["details"] == {"samples": 8, "samples_per_expert": 8, "estimator": "iwae", "items": 3}
     assert "synergy[grey|grey,colour]" in loglik and loglik["loglik[grey|grey]"]["unit"] == "nats"
     checkpoint_time = (run_dir / "checkpoint.pt").stat().st_mtime
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["spec"]["options"] == {"loglik": {"samples": 8, "items": 3}}
+    # as mmbench wrote run.json before plugins declared options: those the run was given are
+    # read from their former names among the hyper-parameters
+    for key in ("options", "changed_options"):
+        del info[key]
+    del info["spec"]["options"]
+    info["spec"]["hparams"].update(eval_items=None, loglik_samples=8, loglik_items=3)
+    info["spec"]["dataset_options"] = {"partners": "1"}
+    (run_dir / "run.json").write_text(json.dumps(info))
 
     proc = run_cli("evaluate", str(run_dir), "--metrics", "pictures,loglik", "--loglik-samples", "16", env=env)
     assert proc.returncode == 0, proc.stderr
@@ -33,12 +43,17 @@ def test_evaluate_a_finished_run_again(tmp_path, mmbench_home):
     second = _rows(run_dir)
     assert {r["metric"] for r in first} == {r["metric"] for r in second}  # cost rows kept, loglik replaced
     again = {r["metric"]: r for r in second if r["family"] == "loglik"}
-    assert again["loglik[grey|grey]"]["details"]["samples"] == 16
+    assert again["loglik[grey|grey]"]["details"] == {"samples": 16, "samples_per_expert": 16, "estimator": "iwae",
+                                                     "items": 3}  # items: the run's, read from its former name
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["eval_options"]["loglik_samples"] == 16 and info["status"] == "done"
+    assert info["options"]["loglik"]["samples"] == 16 and info["status"] == "done"
+    assert info["changed_options"]["loglik"] == {"samples": 16, "items": 3}
 
 
-def test_evaluate_needs_a_run_directory(tmp_path):
+def test_evaluate_needs_a_run_directory_and_metric_options(tmp_path):
     proc = run_cli("evaluate", str(tmp_path / "nowhere"), env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "run.json" in proc.stderr
+    proc = run_cli("evaluate", str(tmp_path / "nowhere"), "--set", "moe.K=3", env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "--set moe.K=3: evaluate takes metrics' options only" in proc.stderr

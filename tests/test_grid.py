@@ -231,9 +231,12 @@ def test_grid_file_flags_override_and_malformed_toml_is_one_line(tmp_path):
     grid.write_text("epoch = 3\n")
     rc, _, stderr = mmbench("run", "--config", str(grid))
     assert rc == 2 and "unknown setting 'epoch'; did you mean 'epochs'?" in stderr
-    grid.write_text('seeds = "0,1"\n')
+    grid.write_text('seeds = [0, "one"]\n')
     rc, _, stderr = mmbench("run", "--config", str(grid))
-    assert rc == 2 and "'seeds' must be a list of integers, e.g. seeds = [0, 1, 2]" in stderr
+    assert rc == 2 and f"{grid}: seeds takes a list of integers (got 'one')" in stderr
+    grid.write_text('dataset = "tiny-digits"\n[test_bound]\nitems = 3\n')
+    rc, _, stderr = mmbench("run", "--config", str(grid))
+    assert rc == 2 and f"{grid} [test_bound]: 'test_bound' has no option 'items'; it has pairs" in stderr
     assert not (tmp_path / "o").exists()
 
 
@@ -248,3 +251,77 @@ def test_a_two_cell_grid_on_a_local_ray_cluster(tmp_path, reference):
         info = json.loads((out / "tiny-digits" / posterior / "seed-0" / "run.json").read_text())
         assert info["status"] == "done" and info["provenance"]["torch_threads"] == 1
     assert _board(out) == reference[1]  # one thread per task: the very same numbers
+
+
+def test_options_reach_the_run_its_record_and_the_provenance(tmp_path):
+    out = tmp_path / "runs"
+    grid = ["--dataset", "tiny-digits", "--posteriors", "poe", "--epochs", "2", "--metrics", "test_bound", "--quiet"]
+    file = tmp_path / "grid.toml"
+    file.write_text('[test_bound]\npairs = 100\n')
+    cells = []
+    for given in (["--set", "test_bound.pairs=100"], ["--test-pairs", "100"], ["--config", str(file)]):
+        rc, stdout, stderr = mmbench("run", *grid, *given, "--out", str(out), "--dry-run")
+        assert rc == 0, stderr
+        cells.append(stdout)
+    assert cells[0] == cells[1] == cells[2] and "options={'test_bound': {'pairs': 100}}" in cells[0]
+    # the default given explicitly is the same run as nothing given
+    assert mmbench("run", *grid, "--set", "test_bound.pairs=256", "--out", str(out), "--dry-run")[1] == \
+        mmbench("run", *grid, "--out", str(out), "--dry-run")[1]
+
+    rc, _, stderr = mmbench("run", *grid, "--set", "test_bound.pairs=100", "--out", str(out))
+    assert rc == 0, stderr
+    run = out / "tiny-digits" / "poe" / "seed-0"
+    info = json.loads((run / "run.json").read_text())
+    assert info["spec"]["options"] == {"test_bound": {"pairs": 100}}
+    assert info["options"]["test_bound"] == {"pairs": 100} and info["options"]["tiny-digits"] == {}
+    assert info["changed_options"] == {"test_bound": {"pairs": 100}}
+    # the metric read the value it was configured with
+    (row,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["metric"] == "test_bound"]
+    assert row["details"] == {"pairs": 100}
+    rc, board, _ = mmbench("leaderboard", str(out), "--provenance")
+    assert "Options set: test_bound.pairs=100 (all runs)." in board
+    # another value into the same directory is refused
+    rc, _, stderr = mmbench("run", *grid, "--set", "test_bound.pairs=101", "--out", str(out))
+    assert rc == 2 and "other settings (test_bound {'pairs': 100} vs {'pairs': 101})" in stderr
+
+
+def _as_before_options(run_dir, **hparams):
+    """run.json as mmbench wrote it before plugins declared options: their former names among the
+    hyper-parameters (None: not given), dataset options as given (text), no `options`."""
+    info = json.loads((run_dir / "run.json").read_text())
+    spec = info["spec"]
+    spec.pop("options")
+    spec["hparams"].update({"eval_items": None, "loglik_samples": None, "loglik_items": None, **hparams})
+    for key in ("options", "changed_options"):
+        info.pop(key)
+    return info
+
+
+def test_run_directories_from_before_options_resume_and_are_reused(tmp_path, reference):
+    from mmbench.plugins import get_plugins
+    from mmbench.runner import upgrade_spec
+
+    out = tmp_path / "runs"
+    shutil.copytree(reference[0], out)
+    moe, poe = out / "tiny-digits" / "moe" / "seed-0", out / "tiny-digits" / "poe" / "seed-0"
+    done = _as_before_options(poe)
+    (poe / "run.json").write_text(json.dumps(done))
+    interrupted = {**_as_before_options(moe), "status": "running"}  # killed after its last epoch
+    (moe / "run.json").write_text(json.dumps(interrupted))
+    (moe / "metrics.jsonl").unlink()
+
+    rc, _, stderr = mmbench("run", *GRID, "--out", str(out))
+    assert rc == 0, stderr
+    assert f"resuming {moe} from epoch 10 of 10" in stderr and "other settings" not in stderr
+    assert json.loads((poe / "run.json").read_text()) == done  # finished: reused as it was
+    assert _board(out) == reference[1]
+
+    plugins = get_plugins(PLUGINS)
+    old = {**done["spec"], "dataset": "digits", "dataset_options": {"partners": "20"}}
+    assert upgrade_spec(old, plugins)["dataset_options"] == {}  # the default, given as text
+    old["dataset_options"] = {"partners": "1"}
+    old["hparams"]["test_pairs"] = 100
+    upgraded = upgrade_spec(old, plugins)
+    assert upgraded["dataset_options"] == {"partners": 1} and upgraded["options"] == {"test_bound": {"pairs": 100}}
+    assert set(upgraded["hparams"]) == {"latent_dim", "K", "epochs", "batch_size", "lr", "estimator"}

@@ -121,18 +121,17 @@ def test_chunked_sampling_is_the_same_estimator(plugins):
     assert (estimate.double() - exact).abs().mean() < 0.03
 
 
-def _ctx(plugins, posterior_name, **options):
+def _ctx(plugins, posterior_name):
     posterior = plugins.posteriors.get(posterior_name)
     model = toy_model(posterior)
-    return EvalContext(dataset=Toy(), data=toy_data(model), model=model, posterior=posterior,
-                       device=torch.device("cpu"), options=options)
+    return EvalContext(dataset=Toy(), data=toy_data(model), model=model, posterior=posterior, device=torch.device("cpu"))
 
 
 @pytest.mark.parametrize("posterior_name", ["moe", "poe"])
 def test_loglik_m_given_m_equals_a_direct_unimodal_iwae(plugins, posterior_name):
-    ctx = _ctx(plugins, posterior_name, loglik_samples=50, loglik_items=10)
+    ctx = _ctx(plugins, posterior_name)
     torch.manual_seed(3)
-    values = {v.name: v for v in LogLikelihood().evaluate(ctx)}
+    values = {v.name: v for v in LogLikelihood().configure(samples=50, items=10).evaluate(ctx)}
     # The metric's first draws are those of q(z|x_a); the same seed gives the same samples.
     torch.manual_seed(3)
     rows = ctx.test_rows(10)
@@ -146,8 +145,8 @@ def test_loglik_m_given_m_equals_a_direct_unimodal_iwae(plugins, posterior_name)
 
 
 def test_every_table3_entry_and_synergy(plugins):
-    ctx = _ctx(plugins, "moe", loglik_samples=40, loglik_items=8)
-    values = {v.name: v for v in LogLikelihood().evaluate(ctx)}
+    ctx = _ctx(plugins, "moe")
+    values = {v.name: v for v in LogLikelihood().configure(samples=40, items=8).evaluate(ctx)}
     assert set(values) == {"loglik[a|a]", "loglik[b|a]", "loglik[a|b]", "loglik[b|b]", "loglik[a,b]",
                            "loglik[a|a,b]", "loglik[b|b,a]", "synergy[a|a,b]", "synergy[b|b,a]"}
     assert values["synergy[a|a,b]"].value == pytest.approx(values["loglik[a|a,b]"].value - values["loglik[a|a]"].value)

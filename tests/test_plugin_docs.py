@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -54,8 +55,8 @@ def _members(cls) -> set[str]:
     return {n for n in names if not n.startswith("_")}
 
 
-CLASSES = [api.Modality, api.Dataset, api.Split, api.PairedData, api.Posterior, api.ObjectiveResult,
-           api.Metric, api.MetricValue, EvalContext]
+CLASSES = [api.Option, api.Configurable, api.Modality, api.Dataset, api.Split, api.PairedData, api.Posterior,
+           api.ObjectiveResult, api.Metric, api.MetricValue, api.Executor, EvalContext]
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
@@ -91,6 +92,38 @@ def test_every_hook_example_is_a_plugin_that_loads_and_conforms(tmp_path):
     ctx = tiny_context(loaded.posteriors.get(by_kind["posteriors"][0]))
     for name in by_kind["metrics"]:
         assert check_metric(loaded.metrics.get(name), ctx)
+
+
+def test_the_options_example_declares_what_the_cli_and_the_grid_file_set(tmp_path, capsys):
+    """The Options section's metric loads and conforms with its option set; its command line
+    and its grid file describe the same grid, whose cells carry the options they set."""
+    from mmbench.cli import main
+    from mmbench.grid import Layer, load_grid_file, plan
+
+    blocks = {lang: body for lang, body in FENCE.findall(_section("Options")) if lang in ("python", "bash", "toml")}
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "options_example.py").write_text(blocks["python"])
+    loaded = load_plugins(folder)
+    assert not loaded.errors, loaded.errors
+    metric = loaded.metrics.get("latent_norm")
+    (value,) = check_metric(metric.configure(items=30), tiny_context(loaded.posteriors.get("poe")))
+    assert value.details == {"items": 30}
+
+    command = shlex.split(blocks["bash"].strip())
+    assert command[:2] == ["mmbench", "run"]
+    out = str(tmp_path / "runs")
+    assert main(["--plugins-dir", str(folder), *command[1:], "--out", out, "--dry-run"]) == 0
+    from_flags = capsys.readouterr().out
+    (tmp_path / "grid.toml").write_text(blocks["toml"])
+    assert main(["--plugins-dir", str(folder), "run", "--config", str(tmp_path / "grid.toml"), "--out", out,
+                 "--dry-run"]) == 0
+    from_file = capsys.readouterr().out
+    assert from_flags == from_file and "'latent_norm': {'items': 200}" in from_flags
+
+    grid = plan([load_grid_file(tmp_path / "grid.toml", loaded), Layer("", {"out": out})], loaded)
+    assert {(c.dataset, tuple(c.dataset_options.items()), c.options["latent_norm"]["items"]) for c in grid.cells} == \
+        {("digits", (("partners", 5),), 200)}
 
 
 def _tutorial_script(title: str = "Tutorial") -> tuple[str, list[str]]:

@@ -5,7 +5,9 @@ same class, with small MLPs: real data, and an epoch in milliseconds, so that fa
 run whole grids in seconds on two busy cores.
 ``test_bound``: the bound on a fixed batch of the test split, a continuous function of every
 trained weight (no judge to train, so a grid runs in seconds), which any difference between
-an interrupted-then-resumed run and an uninterrupted one would move.
+an interrupted-then-resumed run and an uninterrupted one would move. Its option ``pairs`` (the
+batch's size) was called ``test_pairs`` before it owned it, as options that moved out of the
+core keep their former names.
 ``diverging``: PoE whose bound turns NaN in its second epoch (tiny-digits: 1400 pairs in
 batches of 128 make 11 steps an epoch)."""
 
@@ -13,7 +15,7 @@ import numpy as np
 import torch
 
 from mmbench import hookimpl
-from mmbench.api import Dataset, Metric, MetricValue, PairedData, Split
+from mmbench.api import Dataset, Metric, MetricValue, Option, PairedData, Split
 from mmbench.modalities import ImageModality
 from mmbench_poe import PoE
 
@@ -54,14 +56,15 @@ class TestBound(Metric):
     criterion = "fit"
     unit = "nats"
     description = "the training bound on the first 256 test pairs, K=1"
+    options = (Option("pairs", 256, "the test pairs the bound is computed on", low=1, aliases=("test_pairs",)),)
 
     @torch.no_grad()
     def evaluate(self, ctx):
         split = ctx.data.test
-        rows = torch.arange(min(256, len(split)), device=split.index.device)
+        rows = torch.arange(min(self.option_values["pairs"], len(split)), device=split.index.device)
         torch.manual_seed(ctx.seed)
         result = ctx.posterior.objective(ctx.model, split.batch(rows, ctx.model.names), 1, ctx.posterior.estimators[0])
-        yield MetricValue("test_bound", float(result.bound))
+        yield MetricValue("test_bound", float(result.bound), {"pairs": len(rows)})
 
 
 class Diverging(PoE):
