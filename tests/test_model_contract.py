@@ -77,8 +77,9 @@ class _Implicit(Posterior):
 
 
 def test_a_metric_the_model_cannot_serve_is_skipped_with_its_reason():
-    ctx = tiny_context(_Implicit(), ToyDataset(2), options={"eval_items": 32, "loglik_samples": 4, "loglik_items": 8})
-    metrics = [PLUGINS.metrics.get("loglik"), PLUGINS.metrics.get("coherence_cross")]
+    ctx = tiny_context(_Implicit(), ToyDataset(2))
+    metrics = [PLUGINS.metrics.get("loglik").configure(samples=4, items=8),
+               PLUGINS.metrics.get("coherence_cross").configure(items=32)]
     rows, skipped = evaluate_metrics(ctx, metrics)
     assert "has no density" in skipped["loglik"] and "implicit" in skipped["loglik"]
     assert not any(r["family"] == "loglik" for r in rows)
@@ -97,13 +98,16 @@ def test_option_parses_and_checks_values():
     beta = Option("beta", 1.0, "KL weight", low=0.0)
     assert beta.parse(2) == 2.0 and isinstance(beta.parse(2), float)
     assert Option("stratify", True, "").parse("no") is False
-    with pytest.raises(MMBenchError, match=r"^likelihood.samples must be in 1 \.\. \(got 0\)"):
+    with pytest.raises(MMBenchError, match=r"^likelihood.samples takes a positive integer \(got '0'\)"):
         samples.parse("0", owner="likelihood")
-    with pytest.raises(MMBenchError, match="takes a int .got 'many'"):
+    with pytest.raises(MMBenchError, match="takes a positive integer .got 'many'"):
         samples.parse("many")
+    with pytest.raises(MMBenchError, match=r"^beta must be in 0.0 \.\. \(got -1.0\)"):
+        beta.parse("-1")
+    assert Option("seeds", (0,), "", many=True).parse("3, 4") == [3, 4]
     with pytest.raises(MMBenchError, match="must be one of fp32, bf16"):
         Option("precision", "fp32", "", choices=("fp32", "bf16")).parse("fp16")
-    with pytest.raises(MMBenchError, match="takes a bool"):
+    with pytest.raises(MMBenchError, match="takes true or false"):
         Option("stratify", True, "").parse(1)
 
 
