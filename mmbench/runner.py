@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .errors import MMBenchError
+from .errors import MMBenchError, Unsupported
 from .evaluation import EvalContext
 from .results import SCHEMA_VERSION, atomic_write_json, read_json, write_metrics
 from .integrity import resumable_checkpoint
