@@ -177,7 +177,8 @@ def cmd_leaderboard(args) -> int:
     root = Path(args.results)
     if not root.is_dir():
         raise MMBenchError(f"no results directory {root}; run `mmbench run` first or name the folder it wrote")
-    print(render(scan_runs(root), args.format, provenance=args.provenance, transpose=args.transpose))
+    print(render(scan_runs(root), args.format, provenance=args.provenance, transpose=args.transpose,
+                 pairs=args.pairs))
     return 0
 
 
@@ -228,9 +229,12 @@ def build_parser(plugins=None) -> argparse.ArgumentParser:
     board.add_argument("--format", choices=("md", "csv", "latex"), default="md",
                        help="md (default), csv (long: one row per dataset, posterior and metric) or latex")
     board.add_argument("--provenance", action="store_true",
-                       help="end the md table with where the numbers came from and the options that were set")
+                       help="end the md table with where the numbers came from, the options that were set and where the time went (per metric)")
     board.add_argument("--transpose", action="store_true",
                        help="one row per metric, one column per posterior (md, latex): readable with many metrics")
+    board.add_argument("--pairs", action="store_true",
+                       help="keep the columns of modality pairs (coherence_cross[a->b], loglik[m|n], ...), "
+                            "left out of md and latex tables by default above three modalities")
     board.set_defaults(func=cmd_leaderboard)
 
     from .cost_command import add_parser as add_cost_parser

@@ -6,6 +6,11 @@ visible: in the ``runs`` column, in cells that have no value, and in notes under
 Formats: ``md`` (pipe table), ``latex`` (tabular) and ``csv`` (long:
 ``dataset,posterior,metric,mean,std,n,unit,higher_is_better,status``; ``status`` is an
 addition to DESIGN.md's form so that failed and missing cells are rows there too).
+
+With more than three modalities the columns of modality pairs (``coherence_cross[a->b]``,
+``loglik[m|n]``, …: M(M−1) and more each) are left out of the md and latex tables unless asked
+for (``pairs``), so that the per-modality and per-k summaries are what a reader sees; a note
+says what was left out. The csv form always holds every value.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from pathlib import Path
 from .results import RunRecord, read_json, read_metrics
 
 FORMATS = ("md", "csv", "latex")
+#: up to this many modalities a table shows the columns of modality pairs by default
+PAIR_COLUMNS_UP_TO = 3
 
 
 def scan_runs(root: Path) -> list[RunRecord]:
@@ -132,12 +139,47 @@ def _decimals(value: float) -> int:
     return min(6, max(0, 2 - math.floor(math.log10(abs(value)))))
 
 
+# ------------------------------------------------------------------------------ which columns
+def pair_modalities(metric: str) -> list[str] | None:
+    """The modalities a column of modality pairs names (``coherence_cross[a->b]``: a, b;
+    ``loglik[m|m,n]``: m, m, n; ``coherence_cond[k=2,->m3]``: m3), or None when the detail names
+    no pair (``latent_acc[m]``, ``coherence_cond[k=2]``, no detail at all)."""
+    detail = re.fullmatch(r"[^\[]*\[(.*)\]", metric)
+    if detail is None or not re.search(r"->|\||,", detail.group(1)):
+        return None
+    return [part for part in re.split(r"->|\||,", detail.group(1)) if part and "=" not in part]
+
+
+def hidden_pair_columns(rows) -> set[str]:
+    """The columns of modality pairs of every dataset with more than PAIR_COLUMNS_UP_TO
+    modalities (counted from the names those columns hold), but for any a smaller dataset shares."""
+    columns_of: dict[str, set] = {}
+    for row in rows:
+        columns_of.setdefault(row["dataset"], set()).update(row["stats"])
+    hide, keep = set(), set()
+    for columns in columns_of.values():
+        pairs = {c for c in columns if pair_modalities(c) is not None}
+        modalities = {part for c in pairs for part in pair_modalities(c)}
+        (hide if len(modalities) > PAIR_COLUMNS_UP_TO else keep).update(pairs)
+    return hide - keep
+
+
+def _left_out_note(hidden: set[str], metrics) -> str:
+    counts: dict[str, int] = {}
+    for family in (name.split("[", 1)[0] for name in metrics if name in hidden):
+        counts[family] = counts.get(family, 0) + 1
+    return (f"{len(hidden)} columns of modality pairs left out (more than {PAIR_COLUMNS_UP_TO} modalities: "
+            + ", ".join(f"{family} {n}" for family, n in counts.items())
+            + "); `--pairs` shows them, `--format csv` holds every value")
+
+
 # ------------------------------------------------------------------------------ the formats
 def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance: bool = False,
-           transpose: bool = False) -> str:
+           transpose: bool = False, pairs: bool = False) -> str:
     """The leaderboard of ``records`` in ``fmt``; ``expected`` (run specs) makes cells that
     have no run directory yet show as missing. ``transpose``: one row per metric and one
-    column per (dataset, posterior) instead, for when there are many metrics (md, latex)."""
+    column per (dataset, posterior) instead, for when there are many metrics (md, latex).
+    ``pairs``: keep the columns of modality pairs that are left out above three modalities."""
     if fmt not in FORMATS:
         from .errors import MMBenchError
 
@@ -147,6 +189,10 @@ def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance:
         return "(no runs)" if fmt != "csv" else _csv([], metrics)
     if fmt == "csv":
         return _csv(rows, metrics)
+    hidden = set() if pairs else hidden_pair_columns(rows)
+    if hidden:
+        notes = notes + [_left_out_note(hidden, metrics)]
+        metrics = {name: m for name, m in metrics.items() if name not in hidden}
     best = _best(rows, metrics)
     latex = fmt == "latex"
     esc = _latex_escape if latex else (lambda s: s)
@@ -182,7 +228,7 @@ def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance:
     if notes:
         lines += ["", *(f"% {esc(n)}" if latex else f"- {n}" for n in notes)]
     if provenance and not latex:
-        lines += ["", _provenance(records)]
+        lines += ["", _provenance(records), "", _seconds(records)]
     return "\n".join(lines)
 
 
@@ -234,3 +280,22 @@ def _changed_options(done: list[RunRecord]) -> str:
         return ""
     spelled = [f"{k} ({'all runs' if n == len(done) else f'{n} of {len(done)} runs'})" for k, n in counts.items()]
     return f" Options set: {', '.join(spelled)}."
+
+
+def _seconds(records: list[RunRecord]) -> str:
+    """Where the time of the finished runs went: training, evaluation, and each metric family's
+    evaluation (run.json's ``eval_s_per_metric``), in seconds per run, mean over the runs."""
+    done = [r for r in records if r.status == "done"]
+    if not done:
+        return "No finished run to time."
+    def mean(values):
+        values = list(values)
+        return sum(values) / len(values) if values else float("nan")
+    per_metric: dict[str, list[float]] = {}
+    for r in done:
+        for family, seconds in r.info.get("eval_s_per_metric", {}).items():
+            per_metric.setdefault(family, []).append(float(seconds))
+    families = sorted(per_metric, key=lambda f: -mean(per_metric[f]))
+    return (f"Seconds per run (mean of {len(done)}): training {mean(r.info.get('train_s', 0) for r in done):.0f}, "
+            f"evaluation {mean(r.info.get('eval_s', 0) for r in done):.0f}"
+            + (": " + ", ".join(f"{f} {mean(per_metric[f]):.1f}" for f in families) if families else "") + ".")

@@ -68,3 +68,60 @@ def test_transpose_from_the_command_line(results, capsys):
     assert main(["leaderboard", str(results), "--transpose"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("| toy: metric") and "| loss_y ↓" in out
+
+
+def _many_modalities(root, dataset, M, seconds=None):
+    """One finished run of ``dataset`` with the pairwise and per-k columns of M modalities."""
+    names = [f"m{j}" for j in range(M)]
+    rows = [{"metric": f"latent_acc[{n}]", "value": 0.9} for n in names]
+    rows += [{"metric": f"coherence_cross[{a}->{b}]", "value": 0.5} for a in names for b in names if a != b]
+    rows += [{"metric": f"loglik[{a},{b}]", "value": -1.0} for i, a in enumerate(names) for b in names[i + 1:]]
+    rows += [{"metric": f"coherence_cond[k={k}]", "value": 0.1 * k} for k in range(1, M)]
+    rows += [{"metric": f"coherence_cond[k={k},->{t}]", "value": 0.1 * k} for k in range(1, M) for t in names]
+    run = root / dataset / "moe" / "seed-0"
+    run.mkdir(parents=True)
+    atomic_write_json(run / "run.json", {"spec": {"dataset": dataset, "posterior": "moe", "seed": 0}, "status": "done",
+                                         "train_s": 100.0, "eval_s": 30.0, "eval_s_per_metric": seconds or {}})
+    write_metrics(run / "metrics.jsonl", [{**r, "higher_is_better": True, "unit": "u"} for r in rows])
+
+
+def test_columns_of_pairs_are_left_out_above_three_modalities(tmp_path):
+    _many_modalities(tmp_path, "five", 5)
+    _many_modalities(tmp_path, "three", 3)
+    records = scan_runs(tmp_path)
+    header = _cells(render(records, "md"))[0]
+    shown = {h.rsplit(" ", 1)[0] for h in header[3:]}
+    five, three = [f"m{j}" for j in range(5)], ["m0", "m1", "m2"]
+    # five's 20 + 10 + 20 pair columns go, but for those three shares (m0..m2); every summary stays
+    assert {f"coherence_cond[k={k}]" for k in range(1, 5)} | {f"latent_acc[{n}]" for n in five} <= shown
+    assert {f"coherence_cross[{a}->{b}]" for a in three for b in three if a != b} <= shown
+    assert "coherence_cross[m0->m4]" not in shown and "loglik[m0,m4]" not in shown
+    assert "coherence_cond[k=2,->m1]" in shown and "coherence_cond[k=4,->m3]" not in shown
+    left_out = (20 - 6) + (10 - 3) + (4 * 5 - 2 * 3)
+    assert len(shown) == len(header) - 3 == 4 + 5 + 6 + 3 + 2 * 3  # three's summaries are among five's
+    assert f"{left_out} columns of modality pairs left out" in render(records, "md")
+    every = {h.rsplit(" ", 1)[0] for h in _cells(render(records, "md", pairs=True))[0][3:]}
+    assert len(every) == len(shown) + left_out and "coherence_cross[m0->m4]" in every
+    assert "left out" not in render(records, "md", pairs=True)
+    csv = render(records, "csv")
+    assert "coherence_cross[m0->m4]" in csv and "left out" not in csv
+
+
+def test_what_names_a_pair():
+    from mmbench.leaderboard import pair_modalities
+
+    assert pair_modalities("loglik[m0|m1,m2]") == ["m0", "m1", "m2"] and pair_modalities("synergy[a|a,b]") == ["a", "a", "b"]
+    assert pair_modalities("coherence_cond[k=2,->m3]") == ["m3"] and pair_modalities("cca_cross[image->text]") == ["image", "text"]
+    assert [pair_modalities(n) for n in ("latent_acc[m0]", "coherence_cond[k=2]", "coherence_joint", "step_ms")] == [None] * 4
+
+
+def test_pairs_and_the_time_per_metric_from_the_command_line(tmp_path, capsys):
+    from mmbench.cli import main
+
+    _many_modalities(tmp_path, "five", 5, seconds={"loglik": 20.0, "coherence_cross": 4.5, "latent_acc": 5.5})
+    assert main(["leaderboard", str(tmp_path)]) == 0
+    assert "coherence_cross[m0->m1]" not in capsys.readouterr().out
+    assert main(["leaderboard", str(tmp_path), "--pairs", "--provenance"]) == 0
+    out = capsys.readouterr().out
+    assert "coherence_cross[m0->m1]" in out
+    assert "training 100, evaluation 30: loglik 20.0, latent_acc 5.5, coherence_cross 4.5." in out

@@ -15,7 +15,9 @@ joint posterior given the observed modalities as the proposal.
   reported per pair, because Table 3 is a table of pairs and each pair's proposal is one the
   model can be asked for; the full set's posterior is one more proposal, not reported here.
 
-Each row carries ``details`` (items, samples, samples per expert, estimator) in metrics.jsonl.
+Each row carries ``details`` (items, samples, samples per expert, estimator, and ``se``: the
+standard error of the mean over the items — of the per-item difference, for synergy) in
+metrics.jsonl.
 
 References: Shi, Siddharth, Paige, Torr. Variational Mixture-of-Experts Autoencoders for
 Multi-Modal Deep Generative Models. NeurIPS 2019 (§4, Table 3). Burda et al., ICLR 2016 (IWAE).
@@ -23,6 +25,7 @@ Multi-Modal Deep Generative Models. NeurIPS 2019 (§4, Table 3). Burda et al., I
 
 from __future__ import annotations
 
+import math
 from itertools import combinations
 
 import torch
@@ -30,7 +33,7 @@ import torch
 from mmbench import hookimpl
 from mmbench.api import Metric, MetricValue, Option
 
-from .estimate import items_per_batch, log_marginals, proposal_components, samples_per_component
+from .estimate import SampleBank, items_per_batch, log_marginals, proposal_components, samples_per_component
 
 DEFAULT_SAMPLES = 1000
 DEFAULT_ITEMS = 100
@@ -64,7 +67,8 @@ class LogLikelihood(Metric):
     options = (
         Option("samples", DEFAULT_SAMPLES, "importance samples per estimate (1000, as MMVAE Table 3)", low=1,
                aliases=("loglik_samples",)),
-        Option("items", DEFAULT_ITEMS, "fixed test pairs the estimates average over", low=1, aliases=("loglik_items",)),
+        Option("items", DEFAULT_ITEMS, "fixed test pairs the estimates average over (each value's standard error over them is in its details)",
+               low=1, aliases=("loglik_items",)),
     )
 
     def settings(self, ctx) -> tuple[int, int]:
@@ -77,33 +81,45 @@ class LogLikelihood(Metric):
         xs = ctx.data.test.batch(rows, ctx.names)
         values = self.estimates(ctx, xs, samples)
         names = ctx.names
-        for (target, observed), (value, details) in values.items():
-            yield MetricValue(metric_name(names, target, observed), value, {**details, "items": len(rows)})
+        for (target, observed), (per_item, details) in values.items():
+            yield MetricValue(metric_name(names, target, observed), per_item.mean().item(),
+                              {**details, "items": len(rows), "se": standard_error(per_item)})
         for m, n in combinations(range(len(names)), 2):
             for a, b in ((m, n), (n, m)):
-                joint, single = values[((a,), (m, n))], values[((a,), (a,))]
-                yield MetricValue(f"synergy[{names[a]}|{names[a]},{names[b]}]", joint[0] - single[0],
-                                  {**joint[1], "items": len(rows)})
+                (joint, details), (single, _) = values[((a,), (m, n))], values[((a,), (a,))]
+                # the difference of the two values shown (a mean of differences differs in float32)
+                yield MetricValue(f"synergy[{names[a]}|{names[a]},{names[b]}]",
+                                  joint.mean().item() - single.mean().item(),
+                                  {**details, "items": len(rows), "se": standard_error(joint - single)})
 
     @torch.no_grad()
     def estimates(self, ctx, xs, samples: int) -> dict:
-        """{(target, observed): (mean estimate over the items, details)}, batched over items."""
-        sums: dict = {}
+        """{(target, observed): (the estimate per item [N], details)}, batched over items; within a
+        batch, a proposal's components drawn before for another proposal are reused (SampleBank)."""
+        parts: dict = {}
         details: dict = {}
         batch = items_per_batch(samples)
         for start in range(0, len(xs[0]), batch):
             part = [x[start:start + batch] for x in xs]
+            bank = SampleBank()
             for observed, targets in proposal_sets(len(part)):
                 q = ctx.model.condition([x if m in observed else None for m, x in enumerate(part)], list(observed))
-                for target, value in log_marginals(ctx.model, q, part, targets, samples).items():
-                    sums[(target, observed)] = sums.get((target, observed), 0.0) + value.sum().item()
+                # Each single expert's draws are decoded by every decoder (its targets are all the
+                # modalities), so every pair's mixture finds what it needs in the bank.
+                for target, value in log_marginals(ctx.model, q, part, targets, samples, bank=bank).items():
+                    parts.setdefault((target, observed), []).append(value)
                     experts_in_q = len(proposal_components(q))
                     details[(target, observed)] = {
                         "samples": samples_per_component(q, samples) * experts_in_q,
                         "samples_per_expert": samples_per_component(q, samples),
                         "estimator": "eq5-stratified" if experts_in_q > 1 else "iwae"}
-        n = len(xs[0])
-        return {key: (total / n, details[key]) for key, total in sums.items()}
+        return {key: (torch.cat(values), details[key]) for key, values in parts.items()}
+
+
+def standard_error(per_item) -> float:
+    """The standard error of a mean over items (NaN for one item)."""
+    n = per_item.numel()
+    return per_item.std().item() / math.sqrt(n) if n > 1 else float("nan")
 
 
 @hookimpl

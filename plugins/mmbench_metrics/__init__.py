@@ -1,5 +1,6 @@
 """The MMVAE paper's criteria as metrics (paper §4): latent factorisation (Table 1), joint and
-cross coherence (Table 2), and the judges' own accuracy beside them."""
+cross coherence (Table 2), and the judges' own accuracy beside them; with three modalities or
+more, the same read from subsets of them (:mod:`mmbench_metrics.subsets`)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,25 @@ from mmbench import hookimpl
 from mmbench.api import Metric, MetricValue, Option
 from mmbench.judges import predict
 
+from .subsets import SUBSETS_OPTION, ConditionalCoherence, mean_and_standard_error, subset_details, subsets_of_size
+
 JOINT_SAMPLES = 10_000
 LATENT_PROBE_ITEMS = 5_000
 
 
-def _linear_probe_accuracy(train_x, train_y, test_x, test_y) -> float:
-    """Multinomial logistic regression on posterior means, fitted on train, scored on test."""
+def _linear_probe_predictions(train_x, train_y, test_x):
+    """Multinomial logistic regression on representations, fitted on train: its classes for test."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(train_x)
     clf = LogisticRegression(max_iter=2000).fit(scaler.transform(train_x), train_y)
-    return float(clf.score(scaler.transform(test_x), test_y))
+    return clf.predict(scaler.transform(test_x))
+
+
+def _linear_probe_accuracy(train_x, train_y, test_x, test_y) -> float:
+    """The probe's accuracy on test (see :func:`_linear_probe_predictions`)."""
+    return float((_linear_probe_predictions(train_x, train_y, test_x) == test_y).mean())
 
 
 class LatentAccuracy(Metric):
@@ -28,7 +36,9 @@ class LatentAccuracy(Metric):
     criterion = "latent factorisation"
     higher_is_better = True
     unit = "fraction"
-    description = "linear probe on the model's representation (posterior means): per modality (its own items) and joint (paired items)"
+    description = ("linear probe on the model's representation (posterior means): per modality (its own items), "
+                   "joint (paired items) and, with three modalities or more, given each subset of k (paired items)")
+    options = (SUBSETS_OPTION,)
 
     def evaluate(self, ctx):
         data = ctx.data
@@ -47,6 +57,26 @@ class LatentAccuracy(Metric):
                 xs = split.batch(rows, ctx.names)
                 feats.append((ctx.representations(dict(enumerate(xs))).cpu().numpy(), split.labels[rows].cpu().numpy()))
             yield MetricValue("latent_acc[joint]", _linear_probe_accuracy(*feats[0], *feats[1]))
+            if len(ctx.names) > 2:
+                yield from self.from_subsets(ctx, train_rows, test_rows)
+
+    def from_subsets(self, ctx, train_rows, test_rows):
+        """``latent_acc[k=<k>]``: the probe given each subset of k modalities (k = 1..M-1; k = M
+        is ``latent_acc[joint]``), fitted and scored on the same pairs as the joint one."""
+        data, names = ctx.data, ctx.names
+        train_xs, test_xs = data.train.batch(train_rows, names), data.test.batch(test_rows, names)
+        train_y, test_y = data.train.labels[train_rows].cpu().numpy(), data.test.labels[test_rows]
+        for k in range(1, len(names)):
+            chosen, total = subsets_of_size(len(names), k, self.option_values["subsets"])
+            hits = []
+            for subset in chosen:
+                train = ctx.representations({m: train_xs[m] for m in subset}).cpu().numpy()
+                test = ctx.representations({m: test_xs[m] for m in subset}).cpu().numpy()
+                predicted = torch.as_tensor(_linear_probe_predictions(train, train_y, test), device=test_y.device)
+                hits.append(predicted == test_y)
+            mean, se = mean_and_standard_error(hits)
+            yield MetricValue(f"latent_acc[k={k}]", mean, {**subset_details(names, chosen, total),
+                                                             "items": len(test_rows), "se": se})
 
 
 class ClassifierAccuracy(Metric):
@@ -117,5 +147,5 @@ class JointCoherence(Metric):
 
 @hookimpl
 def register_metrics(register):
-    for metric in (LatentAccuracy(), CrossCoherence(), JointCoherence(), ClassifierAccuracy()):
+    for metric in (LatentAccuracy(), CrossCoherence(), ConditionalCoherence(), JointCoherence(), ClassifierAccuracy()):
         register(metric)
