@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from .errors import MMBenchError
+from .settings import CORE
 
-PRECISIONS = ("fp32", "bf16", "auto")
-COMPILE_CHOICES = ("off", "on", "auto")
+PRECISIONS = CORE["precision"].choices
+COMPILE_CHOICES = CORE["compile"].choices
 #: /proc/cpuinfo flags of native bf16 arithmetic (Intel AMX, Intel Cooper Lake+ and AMD Zen 4+ AVX-512)
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
