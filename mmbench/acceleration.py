@@ -78,15 +78,15 @@ def autocast(device: torch.device, precision: str):
 
 
 # ------------------------------------------------------------------ memory layout
-def channels_last_pays(device: torch.device, precision: str) -> bool:
-    """Whether convolutions should run channels-last. Measured (MMVAE's MNIST–SVHN nets, moe,
-    one step; notes of issue 13): on CUDA and with bf16 on the CPU, channels-last is the
-    layout oneDNN/cuDNN's fast kernels want (bf16 step 1.24x faster than bf16 contiguous on a
-    Xeon with AMX); for fp32 on the CPU it depends on the processor — 1.3x faster on an EPYC
-    Zen 4, 10 % slower on that Xeon (its channels-last deconvolution weight gradient) — so fp32
-    keeps the default layout, and with it the numbers of a plain run bit for bit.
+def channels_last_pays(precision: str) -> bool:
+    """Whether convolutions should run channels-last: with bf16, the layout of oneDNN's AMX /
+    AVX-512-bf16 kernels and of cuDNN's tensor-core ones (MMVAE's MNIST–SVHN nets, moe, batch
+    32, K 30, CPU time on a busy Xeon with AMX: bf16 channels-last 1.24x faster than bf16
+    contiguous). In fp32 it depends on the processor — 1.3x faster on an EPYC Zen 4 (issue 13),
+    12 % slower on that Xeon (its channels-last deconvolution weight gradient) — so fp32 keeps
+    the default layout, and with it a plain run's numbers bit for bit.
     ``benchmarks/test_step.py`` times both fp32 layouts side by side."""
-    return device.type == "cuda" or precision == "bf16"
+    return precision == "bf16"
 
 
 def to_channels_last(model: nn.Module) -> bool:
@@ -158,10 +158,10 @@ def compile_networks(model: nn.Module, backend: str = "inductor") -> int:
     return count
 
 
-def prepare_model(model: nn.Module, device: torch.device, precision: str, compile: bool = False) -> dict:
-    """Make ``model`` (already on ``device``) run fast for ``precision``: channels-last where
+def prepare_model(model: nn.Module, precision: str, compile: bool = False) -> dict:
+    """Make ``model`` (already on its device) run fast for ``precision``: channels-last where
     it pays, compiled when asked. Returns what was done, for run.json."""
-    layout = "channels_last" if channels_last_pays(device, precision) and to_channels_last(model) else "default"
+    layout = "channels_last" if channels_last_pays(precision) and to_channels_last(model) else "default"
     if compile:
         compile_networks(model)
     return {"precision": precision, "layout": layout, "compile": bool(compile)}

@@ -237,7 +237,7 @@ def measure(dataset, posterior, *, M: int, K: int, batch: int, latent_dim: int, 
     torch.manual_seed(seed)
     model = posterior.build_model(modalities, latent_dim).to(device)
     xs = synthetic_batch(model, batch, seed)
-    prepare_model(model, device, precision, compile=compile)  # as training runs it
+    prepare_model(model, precision, compile=compile)  # as training runs it
     step = make_step(posterior, model, xs, K, estimator or posterior.estimators[0], precision)
     # The FLOP-counting and the memory-measuring steps are the first two untimed steps.
     flops, decoders, result = decoder_flops(model, step)

@@ -49,15 +49,15 @@ def one_step(posterior, model, xs, K=3):
     return result.loss.detach(), result.bound, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
 
-def plain_and_fast(posterior):
-    """The same weights in a model with the plain likelihood and in mmbench's own."""
+def plain_and_fast(posterior, modalities=3):
+    """The same weights in a model with the plain likelihood and in mmbench's own, and a batch."""
     torch.manual_seed(1)
-    fast = posterior.build_model(small_mnist_svhn(), 4)
-    plain = posterior.build_model(small_mnist_svhn(PlainImage), 4)
+    fast = posterior.build_model(small_mnist_svhn()[:modalities], 4)
+    plain = posterior.build_model(small_mnist_svhn(PlainImage)[:modalities], 4)
     plain.load_state_dict(fast.state_dict())
     g = torch.Generator().manual_seed(2)
     xs = [torch.rand(5, 1, 8, 8, generator=g), torch.rand(5, 3, 8, 8, generator=g),
-          torch.randint(0, 5, (5, 4), generator=g)]
+          torch.randint(0, 5, (5, 4), generator=g)][:modalities]
     xs[0][:, :, :2] = 0.0  # black borders: the decoder's mean clamps there once it learns them
     return plain, fast, xs
 
@@ -130,10 +130,11 @@ def test_channels_last_step_equals_the_plain_step(plugins, name):
 
 
 def test_compiled_networks_give_the_plain_step(plugins):
-    """aot_eager traces forward and backward as inductor does, without generating code (fast)."""
+    """Dynamo captures each network and likelihood as it would for inductor (the eager backend
+    then runs the captured graphs: no code generation, seconds instead of minutes)."""
     posterior = plugins.posteriors.get("moe")
-    plain, fast, xs = plain_and_fast(posterior)
-    assert compile_networks(fast, backend="aot_eager") == 9  # 3 encoders, 3 decoders, 3 likelihoods
+    plain, fast, xs = plain_and_fast(posterior, modalities=2)  # the images: an MLP and a conv net
+    assert compile_networks(fast, backend="eager") == 6  # 2 encoders, 2 decoders, 2 likelihoods
     _close(one_step(posterior, plain, xs), one_step(posterior, fast, xs))
     assert set(fast.state_dict()) == set(plain.state_dict())  # checkpoints unchanged
 
