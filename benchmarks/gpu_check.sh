@@ -34,7 +34,7 @@ mmbench leaderboard "$runs" > "$OUT/readme_leaderboard.md"
 echo "== 2. step cost on the GPU"
 start=$SECONDS
 mmbench cost --modalities 2..8 --K 5 --batch-size 32 --Ks 1,5,30 --batch-sizes 32,128,512 \
-    --repeats 10 --warmup 3 --out "$OUT/cost_gpu" 2>&1 | tail -5
+    --repeats 10 --warmup 1 --precision auto --out "$OUT/cost_gpu" 2>&1 | tail -5
 echo "cost: $((SECONDS - start)) s"
 
 echo "== 3. tests with CUDA visible (limit ${TESTS_LIMIT} s)"

@@ -1,14 +1,28 @@
-"""One training step (forward + backward) of each posterior on MMVAE's MNIST–SVHN architectures
-(Appendix F: MNIST MLP 784-400-D, SVHN conv 32-64-128; D = 20, batch 128, K = 30), synthetic
-tensors, the plugin's stacked implementation against a naive per-expert Python loop of the
-same objective. Before timing, each pair is checked to give the same bound and the same
-gradients on the same samples.
+"""One training step (forward + backward) of each posterior, mmbench's stacked implementation
+against a naive per-expert Python loop of the same objective with the seed code's structure
+(one decoder call per expert and decoder, the likelihood as torch.distributions writes it,
+the default memory layout), side by side in one run, in fp32 and bf16, on two sets of
+networks with synthetic tensors:
 
-    pytest benchmarks/ --benchmark-only                       # all four, both implementations
-    pytest benchmarks/test_step.py --benchmark-only -k moe    # one posterior
+- ``mnist-svhn``: MMVAE's MNIST–SVHN architectures (Appendix F: MNIST MLP 784-400-D, SVHN conv
+  32-64-128; D = 20), batch 128, K = 30 — the paper's setting;
+- ``digits``: the default dataset's networks (grey MLP, colour conv encoder + MLP decoder,
+  caption MLP), its defaults batch 128, K = 2.
 
-Groups are posteriors; the ratio of the two medians in a group is the speed-up of stacking.
-Environment: MMBENCH_BENCH_BATCH, MMBENCH_BENCH_K, MMBENCH_BENCH_ROUNDS shrink the grid.
+Variants: ``loop-fp32`` (the baseline: the seed code's structure), ``stacked-fp32`` (as
+``mmbench run`` trains, default layout), ``stacked-fp32-channels_last`` (the other fp32 layout,
+nets with convolutions only), ``loop-bf16`` and ``stacked-bf16`` (autocast, channels-last as
+``mmbench run --precision bf16`` trains; where the processor has bf16 instructions). Before
+timing, each fp32 stacked variant is checked to give the loop's bound and gradients on the
+same samples. At the end the terminal summary prints every median and its speed-up over
+``loop-fp32`` (benchmarks/conftest.py), with the load average before and after.
+
+    pytest benchmarks/test_step.py --benchmark-only                # everything (~10 min quiet, 2 cores)
+    pytest benchmarks/test_step.py --benchmark-only -k "moe and not tight"   # the headline
+
+Environment: MMBENCH_BENCH_BATCH, MMBENCH_BENCH_K (both net sets), MMBENCH_BENCH_ROUNDS
+(default 5), MMBENCH_BENCH_THREADS (torch threads; default torch's), MMBENCH_BENCH_OUT (also
+write the summary there as markdown).
 
 References: Shi et al., NeurIPS 2019 (MMVAE), Eq. 3, Eq. 5, Appendix B, Appendix C (DReG);
 Wu & Goodman, NeurIPS 2018 (MVAE).
@@ -22,14 +36,16 @@ import os
 import pytest
 import torch
 
-from mmbench.distributions import log_mean_exp, normal_kl
-from mmbench.modalities import ImageModality
+from step_summary import record_step
+from mmbench.acceleration import autocast, cpu_bf16_support, to_channels_last
+from mmbench.cost import synthetic_batch
+from mmbench.distributions import laplace_log_prob, log_mean_exp, normal_kl
+from mmbench.modalities import PIXEL_EPS, ImageModality, as_unit_interval
 from mmbench.plugins import get_plugins
 
-BATCH = int(os.environ.get("MMBENCH_BENCH_BATCH", 128))
-K = int(os.environ.get("MMBENCH_BENCH_K", 30))
-ROUNDS = int(os.environ.get("MMBENCH_BENCH_ROUNDS", 3))
+ROUNDS = int(os.environ.get("MMBENCH_BENCH_ROUNDS", 5))
 LATENT = 20
+CPU = torch.device("cpu")
 
 
 def mnist_svhn_modalities():
@@ -38,7 +54,30 @@ def mnist_svhn_modalities():
             ImageModality("svhn", (3, 32, 32), arch="conv")]
 
 
+def digits_modalities():
+    return get_plugins().datasets.get("digits").modalities
+
+
+NETS = {"mnist-svhn": (mnist_svhn_modalities, 128, 30), "digits": (digits_modalities, 128, 2)}
+
+
+def size(nets: str) -> tuple[int, int]:
+    _, batch, K = NETS[nets]
+    return int(os.environ.get("MMBENCH_BENCH_BATCH", batch)), int(os.environ.get("MMBENCH_BENCH_K", K))
+
+
 # ------------------------------------------------------------------ naive per-expert loops
+def _log_likelihood(model, d, z, x):
+    """log p_d(x | z) as the seed code computes an image's: clamp, then Laplace's log_prob
+    (−log 2b − |x − loc| / b), summed; other modalities their own likelihood."""
+    out = model.decode(d, z)
+    modality = model.modalities[d]
+    if not isinstance(modality, ImageModality):
+        return modality.log_likelihood(out, x)
+    loc = out.clamp(PIXEL_EPS, 1 - PIXEL_EPS)
+    return laplace_log_prob(as_unit_interval(x), loc, modality.scale).sum(tuple(range(-len(modality.shape), 0)))
+
+
 def _experts(model, xs):
     """Each expert encoded on its own (one call per modality, no stacking)."""
     return [model.encode([x if j == m else None for j, x in enumerate(xs)])[m] for m, x in enumerate(xs)]
@@ -61,7 +100,7 @@ def naive_moe(model, xs, K, *, tight=False, estimator="dreg", eps=None):
     for m, z in enumerate(zs):
         log_p = prior.log_prob(z)
         for d, x in enumerate(xs):
-            log_p = log_p + model.weights[d] * model.log_likelihood(d, z, x)
+            log_p = log_p + model.weights[d] * _log_likelihood(model, d, z, x)
         comps = []
         for e in experts:
             loc, scale = (e.loc.detach(), e.scale.detach()) if estimator == "dreg" else (e.loc, e.scale)
@@ -88,7 +127,7 @@ def naive_is_elbo(model, xs, K, *, eps=None, **_):
     experts = _experts(model, xs)
     zs = _samples(model, experts, K, eps)
     prior, M = model.prior(), len(xs)
-    weighted = [model.weights[j] * model.log_likelihood(j, z, x) for j, (z, x) in enumerate(zip(zs, xs))]
+    weighted = [model.weights[j] * _log_likelihood(model, j, z, x) for j, (z, x) in enumerate(zip(zs, xs))]
     total = 0.0
     for i, z in enumerate(zs):
         log_q_mix = torch.logsumexp(torch.stack([e.log_prob(z) for e in experts]), 0) - math.log(M)
@@ -116,7 +155,7 @@ def naive_poe(model, xs, K, *, eps=None, **_):
         loc, scale = weighted_mean / precision, precision.rsqrt()
         noise = torch.randn(K, *loc.shape, dtype=loc.dtype) if eps is None else eps[:, s]
         z = loc + scale * noise
-        recon = sum(model.weights[d] * model.log_likelihood(d, z, xs[d]) for d in subset)
+        recon = sum(model.weights[d] * _log_likelihood(model, d, z, xs[d]) for d in subset)
         elbo = recon.mean(0) - normal_kl(loc, scale, prior_loc, prior_scale)
         total = total + elbo
         full = elbo if full is None else full
@@ -134,7 +173,7 @@ def _grads(model, loss):
     return [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
 
-def _same_objective(posterior, model, xs, K, estimator):
+def _same_objective(posterior, stacked_model, loop_model, xs, K, estimator):
     """The stacked and the loop implementation on identical samples: bound and gradients."""
     draws = []
     rsample = posterior.family.rsample
@@ -147,44 +186,70 @@ def _same_objective(posterior, model, xs, K, estimator):
     posterior.family.rsample = recording  # an instance attribute: the class method is untouched
     try:
         torch.manual_seed(0)
-        result = posterior.objective(model, xs, K, estimator)
-        stacked = _grads(model, result.loss)
+        result = posterior.objective(stacked_model, xs, K, estimator)
+        stacked = _grads(stacked_model, result.loss)
     finally:
         del posterior.family.rsample
-    loss, bound = NAIVE[posterior.name](model, xs, K, estimator=estimator, eps=draws[0])
-    looped = _grads(model, loss)
+    loss, bound = NAIVE[posterior.name](loop_model, xs, K, estimator=estimator, eps=draws[0])
+    looped = _grads(loop_model, loss)
     assert torch.allclose(result.bound, bound, rtol=1e-4, atol=1e-2), (result.bound, bound)
     assert torch.allclose(result.loss, loss, rtol=1e-4, atol=1e-2), (result.loss, loss)
+    assert len(stacked) == len(looped)
     for a, b in zip(stacked, looped):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-3 * b.abs().max().item() + 1e-6)
 
 
-@pytest.fixture(scope="module")
-def plugins():
-    return get_plugins()
+VARIANTS = {  # name: (implementation, precision, channels-last)
+    "loop-fp32": ("loop", "fp32", False),
+    "stacked-fp32": ("stacked", "fp32", False),
+    "stacked-fp32-channels_last": ("stacked", "fp32", True),
+    "loop-bf16": ("loop", "bf16", False),
+    "stacked-bf16": ("stacked", "bf16", True),
+}
 
 
-@pytest.mark.parametrize("impl", ["stacked", "loop"])
+@pytest.fixture(scope="module", autouse=True)
+def threads():
+    before = torch.get_num_threads()
+    if os.environ.get("MMBENCH_BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["MMBENCH_BENCH_THREADS"]))
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("name", ["moe", "moe-tight", "is-elbo", "poe"])
-def test_training_step(benchmark, plugins, name, impl):
-    posterior = plugins.posteriors.get(name)
+@pytest.mark.parametrize("nets", list(NETS))
+def test_training_step(benchmark, nets, name, variant):
+    impl, precision, channels_last = VARIANTS[variant]
+    if precision == "bf16" and cpu_bf16_support() is None:
+        pytest.skip("this CPU has no bf16 instructions (avx512_bf16 or amx_bf16)")
+    batch, K = size(nets)
+    posterior = get_plugins().posteriors.get(name)
     torch.manual_seed(0)
-    model = posterior.build_model(mnist_svhn_modalities(), LATENT)
-    xs = [torch.rand(BATCH, *m.shape) for m in model.modalities]
+    model = posterior.build_model(NETS[nets][0](), LATENT)
+    if channels_last and not to_channels_last(model):
+        pytest.skip(f"the {nets} networks have no convolutions")
+    reference = posterior.build_model(model.modalities, LATENT)  # the loop's plain model, same weights
+    reference.load_state_dict(model.state_dict())
+    xs = synthetic_batch(reference, batch)
     estimator = posterior.estimators[0]
-    if impl == "loop":
+    if impl == "stacked" and precision == "fp32":
         # same samples, same bound, same gradients (checked on a small batch to keep it quick)
-        _same_objective(posterior, model, [x[:8] for x in xs], 4, estimator)
+        _same_objective(posterior, model, reference, [x[:8] for x in xs], 4, estimator)
 
     def step():
-        if impl == "stacked":
-            loss = posterior.objective(model, xs, K, estimator).loss
-        else:
-            loss = NAIVE[name](model, xs, K, estimator=estimator)[0]
+        with autocast(CPU, precision):
+            if impl == "stacked":
+                loss = posterior.objective(model, xs, K, estimator).loss
+            else:
+                loss = NAIVE[name](model, xs, K, estimator=estimator)[0]
         model.zero_grad(set_to_none=True)
         loss.backward()
 
-    benchmark.group = f"{name} step, MNIST-SVHN, batch {BATCH}, K {K}"
-    benchmark.extra_info.update(posterior=name, impl=impl, batch=BATCH, K=K, threads=torch.get_num_threads(),
-                                decoder_passes=posterior.decoder_passes(2))
+    benchmark.group = f"{name} step, {nets} nets, batch {batch}, K {K}"
+    benchmark.extra_info.update(posterior=name, nets=nets, variant=variant, batch=batch, K=K,
+                                threads=torch.get_num_threads(), decoder_passes=posterior.decoder_passes(len(xs)))
     benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    if benchmark.stats is not None:
+        record_step(f"{nets} (batch {batch}, K {K})", name, variant, benchmark.stats.stats.median)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .allocator import keep_freed_memory
 from .errors import MMBenchError
-from .settings import CORE, GRID, MODALITY_COUNT, TRAINING, Assignment, aliases, parse_assignment, unknown_setting
+from .settings import ARITHMETIC, CORE, GRID, MODALITY_COUNT, TRAINING, Assignment, aliases, parse_assignment, unknown_setting
 
 #: the commands that read no plugin (the others load them before their flags are parsed)
 WITHOUT_PLUGINS = ("leaderboard",)
@@ -199,7 +199,7 @@ def build_parser(plugins=None) -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train and evaluate every (dataset, posterior, seed)")
     run.add_argument("--config", metavar="GRID.toml", help="a TOML file describing the grid (flags given as well win)")
-    for option in GRID + TRAINING:
+    for option in GRID + TRAINING + ARITHMETIC:
         _add_core_flag(run, option)
     _add_plugin_options(run, plugins)
     run.add_argument("--data-option", action=_Given, metavar="KEY=VALUE", dest="given",

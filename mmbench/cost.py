@@ -1,6 +1,7 @@
 """The cost of one training step against the number of modalities M (and K, batch size):
-time, decoder passes counted, peak memory, FLOPs, and the share of the machine's own matmul
-throughput that a step achieves.
+time, decoder passes counted, peak memory, FLOPs (and the decoders' share of them), and the
+share of the machine's own matmul throughput that a step achieves, with the load average at
+each cell (timings on a busy machine are inflated; the load says by how much to distrust them).
 
 The MMVAE paper (Shi et al., NeurIPS 2019, §3 and Appendix B) says the stratified bound of
 Eq. 3 needs M² decoder passes and that the importance-sampled ELBO is linear in M; this
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .errors import MMBenchError
+from .acceleration import autocast, prepare_model
 from .model import MultimodalVAE
 from .results import atomic_save_figure
 from .train import make_optimizer
@@ -47,6 +48,8 @@ class StepCost:
     memory: str  # how peak memory was measured
     gflop: float  # one step, forward + backward (matmuls and convolutions)
     gemm_fraction: float  # (gflop / time) / the large GEMM's rate in this process
+    decoder_flop_share: float = float("nan")  # of gflop, the decoders' (forward + backward)
+    load1: float = float("nan")  # the 1-minute load average when the cell was measured
 
     def row(self) -> dict:
         return asdict(self)
@@ -64,21 +67,6 @@ def synthetic_batch(model: MultimodalVAE, batch: int, seed: int = 0) -> list[tor
         return [m.decode_mean(model.decode(d, z)).detach() for d, m in enumerate(model.modalities)]
 
 
-def autocast_for(device: torch.device, precision: str):
-    """bf16 autocast on an accelerator when asked; fp32 otherwise."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def compile_networks(model: MultimodalVAE) -> None:
-    """torch.compile each encoder and decoder in place (the objective's Python, with its DReG
-    hooks and counters, stays eager; the networks are where the FLOPs are)."""
-    for nets in (model.encoders, model.decoders):
-        for i, net in enumerate(nets):
-            nets[i] = torch.compile(net)
-
-
 def make_step(posterior, model, xs, K: int, estimator: str, precision: str = "fp32"):
     """A closure running one training step: objective, backward, Adam update. It reads no
     value back to the host, so on an accelerator it only queues work."""
@@ -86,7 +74,7 @@ def make_step(posterior, model, xs, K: int, estimator: str, precision: str = "fp
     optimizer = make_optimizer(model, 1e-3)
 
     def step():
-        with autocast_for(device, precision):
+        with autocast(device, precision):
             result = posterior.objective(model, xs, K, estimator)
         optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
@@ -172,22 +160,60 @@ def step_flops(step) -> tuple[float, object]:
     """FLOPs of one step (forward + backward), as torch's FlopCounterMode counts them:
     matmuls and convolutions, which are where nearly all of a step's arithmetic is — and
     the step's result."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
+    counter = _flop_counter()
     with counter:
         result = step()
     return float(counter.get_total_flops()), result
 
 
+def _flop_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False)
+
+
+def decoder_flops(model: MultimodalVAE, step) -> tuple[float, float, object]:
+    """(FLOPs of the whole step, FLOPs of its decoders, the step's result): the decoders'
+    share from the latents each decoder received in the step times its forward + backward
+    FLOPs per latent (these networks are linear in their batch)."""
+    rows = [0] * len(model.decoders)
+
+    def counting(d):
+        def hook(_module, args):
+            rows[d] += args[0].shape[0]
+        return hook
+
+    handles = [dec.register_forward_pre_hook(counting(d)) for d, dec in enumerate(model.decoders)]
+    try:
+        total, result = step_flops(step)
+    finally:
+        for h in handles:
+            h.remove()
+    device = next(model.parameters()).device
+    per_latent = []
+    for dec in model.decoders:
+        z = torch.zeros(2, model.latent_dim, device=device, requires_grad=True)
+        counter = _flop_counter()
+        with counter:
+            dec(z).float().sum().backward()
+        per_latent.append(counter.get_total_flops() / 2)
+    model.zero_grad(set_to_none=True)
+    return total, sum(r * f for r, f in zip(rows, per_latent)), result
+
+
+def default_gemm_size(device: torch.device) -> int:
+    return 8192 if device.type == "cuda" else 1536
+
+
 def gemm_rate(device: torch.device, precision: str, size: int | None = None, repeats: int = 5) -> float:
-    """FLOP/s of a large square matmul on this device, in the step's precision."""
-    size = size or (8192 if device.type == "cuda" else 1536)
+    """FLOP/s of a large square matmul on this device, in the step's precision: the best of
+    ``repeats`` (the machine's attainable rate, which a busy machine only lowers)."""
+    size = size or default_gemm_size(device)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     times = time_step(lambda: a @ b, device, repeats, warmup=2)
-    return 2 * size**3 / statistics.median(times)
+    return 2 * size**3 / min(times)
 
 
 # ------------------------------------------------------------------ a grid of cells
@@ -211,17 +237,26 @@ def measure(dataset, posterior, *, M: int, K: int, batch: int, latent_dim: int, 
     torch.manual_seed(seed)
     model = posterior.build_model(modalities, latent_dim).to(device)
     xs = synthetic_batch(model, batch, seed)
-    if compile:
-        compile_networks(model)
+    prepare_model(model, precision, compile=compile)  # as training runs it
     step = make_step(posterior, model, xs, K, estimator or posterior.estimators[0], precision)
-    times = time_step(step, device, repeats, warmup)
+    # The FLOP-counting and the memory-measuring steps are the first two untimed steps.
+    flops, decoders, result = decoder_flops(model, step)
     peak, how = peak_memory(step, device)
-    flops, result = step_flops(step)
+    times = time_step(step, device, repeats, warmup)
     median = statistics.median(times)
     q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (median,) * 3
     return StepCost(posterior.name, sweep, M, K, batch, 1000 * median, 1000 * q1, 1000 * q3, len(times),
                     float(result.decoder_passes), posterior.decoder_passes(len(modalities)), peak, how,
-                    flops / 1e9, (flops / median) / gemm if gemm else float("nan"))
+                    flops / 1e9, (flops / median) / gemm if gemm else float("nan"),
+                    decoders / flops if flops else float("nan"), (load_averages() or [float("nan")])[0])
+
+
+def load_averages() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages (None where the platform has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
 
 
 def run_grid(dataset, posteriors, *, modalities, K: int, batch: int, latent_dim: int, device,
@@ -252,7 +287,8 @@ def exponents(cells: list[StepCost]) -> list[dict]:
                 continue
             x = [getattr(c, sweep) for c in sel]
             row = {"posterior": name, "against": sweep, "range": f"{min(x)}..{max(x)}",
-                   "time_exponent": growth_exponent(x, [c.median_ms for c in sel])}
+                   "time_exponent": growth_exponent(x, [c.median_ms for c in sel]),
+                   "flop_exponent": growth_exponent(x, [c.gflop for c in sel])}
             if sweep == "M":
                 row["passes_exponent"] = growth_exponent(x, [c.passes_counted for c in sel])
                 row["declared_exponent"] = growth_exponent(x, [c.passes_declared for c in sel])
@@ -268,22 +304,43 @@ def _fmt(value, digits=2):
 def cells_table(cells: list[StepCost]) -> str:
     """A markdown table, one row per measured cell."""
     head = ("| posterior | sweep | M | K | batch | step ms (median) | IQR ms | passes counted | "
-            "passes declared | peak MB | GFLOP | % GEMM |")
-    lines = [head, "|" + "---|" * 12]
+            "passes declared | peak MB | GFLOP | decoders' % of FLOP | % GEMM | load |")
+    lines = [head, "|" + "---|" * 14]
     for c in cells:
         lines.append(f"| {c.posterior} | {c.sweep} | {c.M} | {c.K} | {c.batch} | {c.median_ms:.1f} | "
                      f"{c.q1_ms:.1f}–{c.q3_ms:.1f} | {c.passes_counted:g} | {c.passes_declared} | "
-                     f"{_fmt(c.peak_mb, 1)} | {c.gflop:.2f} | {_fmt(100 * c.gemm_fraction, 1)} |")
+                     f"{_fmt(c.peak_mb, 1)} | {c.gflop:.2f} | {_fmt(100 * c.decoder_flop_share, 1)} | "
+                     f"{_fmt(100 * c.gemm_fraction, 1)} | {_fmt(c.load1, 1)} |")
     return "\n".join(lines)
 
 
 def exponents_table(rows: list[dict]) -> str:
-    lines = ["| posterior | against | range | time exponent | counted-passes exponent | declared exponent |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| posterior | against | range | time exponent | FLOP exponent | counted-passes exponent | "
+             "declared exponent |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['posterior']} | {r['against']} | {r['range']} | {_fmt(r['time_exponent'])} | "
-                     f"{_fmt(r.get('passes_exponent'))} | {_fmt(r.get('declared_exponent'))} |")
+                     f"{_fmt(r.get('flop_exponent'))} | {_fmt(r.get('passes_exponent'))} | "
+                     f"{_fmt(r.get('declared_exponent'))} |")
     return "\n".join(lines)
+
+
+def machine_header(machine: dict) -> str:
+    """What a reader of cost.md needs to judge the numbers: the command, the machine, its load
+    before and after, and the GEMM rate every '% GEMM' is relative to."""
+    load = machine.get("load_average", {})
+    fmt_load = lambda t: "/".join(f"{v:.2f}" for v in t) if t else "unknown"  # noqa: E731
+    return "\n".join([
+        f"    {machine['command']}", "",
+        f"- when: {machine.get('started', '?')} to {machine.get('finished', '?')}",
+        f"- machine: {machine.get('device_name') or machine['device']} ({machine['device']}), "
+        f"{machine['threads']} torch threads, torch {machine['torch']}",
+        f"- arithmetic: {machine['precision']}{', compiled networks' if machine.get('compile') else ''}",
+        f"- load average (1/5/15 min): {fmt_load(load.get('before'))} before, {fmt_load(load.get('after'))} after "
+        "(on a quiet machine, at most about 1 per thread in use)",
+        f"- reference GEMM ({machine['gemm_size']}² {machine['precision']} matmul, this process): "
+        f"{machine['gemm_gflops']:.1f} GFLOP/s before, {machine['gemm_gflops_after']:.1f} after; "
+        "'% GEMM' is a step's GFLOP/s over the higher of the two",
+    ])
 
 
 def plot(cells: list[StepCost], path) -> None:

@@ -40,12 +40,14 @@ def add_parser(sub) -> None:
     cost.add_argument("--Ks", default="", help="also sweep K at the first M, e.g. 1,5,30")
     cost.add_argument("--batch-sizes", default="", help="also sweep the batch size at the first M, e.g. 16,64,128")
     cost.add_argument("--repeats", type=positive_int, default=5, help="timed steps per cell (default 5)")
-    cost.add_argument("--warmup", type=int, default=1, help="untimed steps per cell first (default 1)")
+    cost.add_argument("--warmup", type=int, default=0,
+                      help="untimed steps per cell besides the two that count FLOPs and measure memory (default 0)")
     cost.add_argument("--estimator", help="gradient estimator (default: each posterior's own)")
     cost.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    cost.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                      help="auto: bf16 autocast on CUDA, fp32 on the CPU")
-    cost.add_argument("--compile", action="store_true", help="torch.compile the encoders and decoders")
+    cost.add_argument("--precision", default="fp32",
+                      help="fp32 (default), bf16 (autocast; where the CPU or GPU has bf16 instructions) or auto")
+    cost.add_argument("--compile", action="store_true",
+                      help="torch.compile the encoders, decoders and likelihoods (as `mmbench run --compile on`)")
     cost.add_argument("--threads", type=positive_int, help="CPU threads (torch.set_num_threads)")
     cost.add_argument("--gemm-size", type=positive_int, help="side of the reference matmul (default 8192 on CUDA, 1536 on CPU)")
     cost.add_argument("--out", default=str(DEFAULT_OUT), help=f"where cost.json/.md/.png go (default {DEFAULT_OUT})")
@@ -85,9 +87,11 @@ def run(args) -> int:
     import torch
 
     from . import cost
+    from .acceleration import resolve_precision
     from .device import resolve_device
     from .plugins import get_plugins
-    from .results import atomic_write_json, atomic_write_text
+    from .results import atomic_write_json, atomic_write_text, utc_now
+    from .runner import cpu_name
 
     plugins = get_plugins(args.plugins_dir)
     dataset = plugins.datasets.get(args.dataset) if args.dataset else sweepable_dataset(plugins)
@@ -95,31 +99,41 @@ def run(args) -> int:
     for M in modalities:
         dataset.configure(**{MODALITY_COUNT: M})  # a dataset without the option, or an M it refuses, fails here
     device = resolve_device(args.device)
-    precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    precision = resolve_precision(args.precision, device)
     if args.threads:
         torch.set_num_threads(args.threads)
     latent_dim = args.latent_dim or dataset.defaults.get("latent_dim", 20)
-    gemm = cost.gemm_rate(device, precision, args.gemm_size)
+    gemm_size = args.gemm_size or cost.default_gemm_size(device)
+    machine = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "precision": precision,
+               "compile": args.compile, "gemm_size": gemm_size, "command": " ".join(["mmbench", *sys.argv[1:]]),
+               "started": utc_now(), "load_average": {"before": cost.load_averages()}}
+    gemm = cost.gemm_rate(device, precision, gemm_size)
     print(f"mmbench cost: {dataset.name}, {device}, {precision}{', compiled' if args.compile else ''}, "
-          f"{torch.get_num_threads()} threads; large GEMM {gemm / 1e9:.1f} GFLOP/s", file=sys.stderr)
+          f"{torch.get_num_threads()} threads, load {machine['load_average']['before']}; large GEMM {gemm / 1e9:.1f} GFLOP/s",
+          file=sys.stderr)
 
     def progress(c):
         print(f"  {c.posterior:<10} M={c.M} K={c.K} batch={c.batch}: {c.median_ms:.1f} ms, "
-              f"{c.passes_counted:g} passes", file=sys.stderr)
+              f"{c.passes_counted:g} passes, decoders {100 * c.decoder_flop_share:.0f} % of FLOP, load {c.load1:.2f}",
+              file=sys.stderr)
 
     cells = cost.run_grid(dataset, posteriors, modalities=modalities, K=args.K, batch=args.batch_size,
                           latent_dim=latent_dim, device=device, Ks=Ks, batches=batches, progress=progress,
                           repeats=args.repeats, warmup=args.warmup, precision=precision, compile=args.compile,
                           estimator=args.estimator, gemm=gemm)
+    gemm_after = cost.gemm_rate(device, precision, gemm_size)
+    if gemm_after > gemm:  # every fraction against the machine's best measured rate
+        for c in cells:
+            c.gemm_fraction *= gemm / gemm_after
+    machine.update(gemm_gflops=gemm / 1e9, gemm_gflops_after=gemm_after / 1e9, finished=utc_now())
+    machine["load_average"]["after"] = cost.load_averages()
     fits = cost.exponents(cells)
     text = f"{cost.cells_table(cells)}\n\n{cost.exponents_table(fits)}\n"
     print(text)
     out = Path(args.out)
-    machine = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-               "torch": torch.__version__, "threads": torch.get_num_threads(), "precision": precision,
-               "compile": args.compile, "gemm_gflops": gemm / 1e9, "command": " ".join(["mmbench", *sys.argv[1:]])}
     atomic_write_json(out / "cost.json", {"machine": machine, "cells": [c.row() for c in cells], "exponents": fits})
-    atomic_write_text(out / "cost.md", text)
+    atomic_write_text(out / "cost.md", f"{cost.machine_header(machine)}\n\n{text}")
     cost.plot(cells, out / "cost.png")
     print(f"wrote {out / 'cost.json'}, {out / 'cost.md'}, {out / 'cost.png'}", file=sys.stderr)
     return 0

@@ -39,7 +39,7 @@ from pathlib import Path
 from .api import Executor
 from .errors import MMBenchError
 from .runner import RunSpec, resolve_estimator, resolve_metrics
-from .settings import CORE, HPARAMS, MODALITY_COUNT, Assignment, alias, chosen, located, owner, unknown_setting
+from .settings import ARITHMETIC, CORE, HPARAMS, MODALITY_COUNT, Assignment, alias, chosen, located, owner, unknown_setting
 
 #: grid-file tables that are not owners: the core's hyper-parameters grouped, and options of every dataset
 HPARAMS_TABLE, EVERY_DATASET_TABLE = "hparams", "data_options"
@@ -169,6 +169,7 @@ def plan(layers: list[Layer], plugins) -> Grid:
     for dataset in datasets:
         hp = {k: core[k] if core[k] is not None else dataset.defaults.get(k) for k in HPARAMS}
         hp["estimator"] = core["estimator"]
+        hp.update({o.name: core[o.name] for o in ARITHMETIC if core[o.name] != o.default})
         missing = [k for k in HPARAMS if hp[k] is None and k != "estimator"]
         if missing:
             raise MMBenchError(f"dataset '{dataset.name}' has no default for {', '.join(missing)}; "

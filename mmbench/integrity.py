@@ -107,8 +107,10 @@ def resumable_checkpoint(path: Path, cfg, model) -> dict | None:
     if not isinstance(state, dict) or not CHECKPOINT_KEYS <= set(state):
         quarantine(path, "is not an mmbench checkpoint (keys missing)", start_over)
         return None
-    if not isinstance(state["config"], dict) or state["config"] != asdict(cfg):
-        quarantine(path, f"was written with other settings ({differences(state['config'], asdict(cfg))})", start_over)
+    # a checkpoint from before precisions existed was trained in fp32
+    saved = {"precision": "fp32", **state["config"]} if isinstance(state["config"], dict) else None
+    if saved != asdict(cfg):
+        quarantine(path, f"was written with other settings ({differences(saved or {}, asdict(cfg))})", start_over)
         return None
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(getattr(v, "shape", ())) for k, v in state["model"].items()} if isinstance(state["model"], dict) else {}

@@ -260,9 +260,12 @@ def _provenance(records: list[RunRecord]) -> str:
     def values(key):
         return sorted({str(r.info.get("provenance", {}).get(key)) for r in done if r.info.get("provenance")})
     hours = sum(r.info.get("train_s", 0) + r.info.get("eval_s", 0) for r in done) / 3600
+    # runs from before precisions were recorded trained in fp32
+    precisions = sorted({str(r.info.get("resolved_hparams", {}).get("precision", "fp32")) for r in done})
     return (f"{len(done)} finished runs of {len(records)}; mmbench {', '.join(values('mmbench'))}, "
             f"torch {', '.join(values('torch'))} on {', '.join(values('device'))} "
-            f"({', '.join(values('device_name'))}); git {', '.join(c[:12] for c in values('git_commit'))}; "
+            f"({', '.join(values('device_name'))}), {'/'.join(precisions)} training; "
+            f"git {', '.join(c[:12] for c in values('git_commit'))}; "
             f"{hours:.2f} h of training and evaluation.{_changed_options(done)}")
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .api import Modality
-from .distributions import laplace_log_prob
+from .distributions import clamped_laplace_log_prob
 
 PIXEL_EPS = 1e-6
 
@@ -116,9 +116,7 @@ class ImageModality(Modality):
         return nn.Sequential(*layers)
 
     def log_likelihood(self, out, x):
-        loc = out.clamp(PIXEL_EPS, 1 - PIXEL_EPS)
-        event_dims = tuple(range(-len(self.shape), 0))
-        return laplace_log_prob(as_unit_interval(x), loc, self.scale).sum(event_dims)
+        return clamped_laplace_log_prob(as_unit_interval(x), out, self.scale, PIXEL_EPS, 1 - PIXEL_EPS, len(self.shape))
 
     def decode_mean(self, out):
         return out

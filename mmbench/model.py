@@ -39,6 +39,8 @@ class MultimodalVAE(nn.Module):
         self.encoders = nn.ModuleList([m.encoder(latent_dim) for m in self.modalities])
         self.decoders = nn.ModuleList([m.decoder(latent_dim) for m in self.modalities])
         self.prior_params = family.make_prior(latent_dim)
+        # each modality's log_likelihood, a list so that compile_networks can wrap them
+        self.likelihoods = [m.log_likelihood for m in self.modalities]
         self.latents_decoded = 0
 
     @property
@@ -81,12 +83,14 @@ class MultimodalVAE(nn.Module):
         flat = z.reshape(-1, z.shape[-1])
         self.latents_decoded += flat.shape[0]
         out = self.decoders[d](flat)
-        return out.reshape(*z.shape[:-1], *out.shape[1:])
+        if out.dtype in (torch.float16, torch.bfloat16):
+            out = out.float()  # under autocast, as in encode: likelihoods and metrics see fp32
+        return unflatten_leading(out, z.shape[:-1])
 
     def log_likelihood(self, d: int, z: Tensor, x: Tensor) -> Tensor:
         """*Contract.* log p_d(x | z) for latents z [..., B, D] and data x [B, ...] -> [..., B]
         (unweighted)."""
-        return self.modalities[d].log_likelihood(self.decode(d, z), x)
+        return self.likelihoods[d](self.decode(d, z), x)
 
     # ------------------------------------------------------------------ for objectives
     def encode(self, xs: list[Tensor | None]) -> list[Factorised | None]:
@@ -108,3 +112,22 @@ def encode_experts(networks, family: LatentFamily, xs: list[Tensor | None]) -> l
         loc, scale = family.params(*raw.chunk(2, dim=-1))
         experts.append(Factorised(family, loc, scale))
     return experts
+
+
+def unflatten_leading(t: Tensor, shape) -> Tensor:
+    """``t`` [N, ...] as [*shape, ...] (N = prod(shape)) without a copy whenever ``t`` is a
+    permutation of a contiguous tensor with its first dimension outermost — e.g. a
+    channels-last decoder output, which ``reshape`` would copy (forward and backward)."""
+    shape = tuple(shape)
+    if t.is_contiguous() or t.dim() < 2:
+        return t.reshape(*shape, *t.shape[1:])
+    inner = sorted(range(1, t.dim()), key=lambda i: -t.stride(i))  # memory order of the other dims
+    permuted = t.permute(0, *inner)
+    if not permuted.is_contiguous():
+        return t.reshape(*shape, *t.shape[1:])
+    lead = len(shape)
+    unflat = permuted.view(*shape, *permuted.shape[1:])
+    back = [0] * (t.dim() - 1)  # where each of t's trailing dims sits in ``inner``
+    for position, dim in enumerate(inner):
+        back[dim - 1] = position
+    return unflat.permute(*range(lead), *(lead + p for p in back))

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .acceleration import compile_pays, cpu_bf16_support, prepare_model, resolve_precision
 from .errors import MMBenchError, Unsupported
 from .evaluation import EvalContext
 from .integrity import resumable_checkpoint
@@ -97,7 +98,7 @@ def _git_commit() -> str | None:
         return None
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     """The processor's model name (platform.processor() is empty on Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -120,8 +121,9 @@ def provenance(plugins, spec: RunSpec, device: torch.device) -> dict:
     return {
         "mmbench": __version__, "torch": torch.__version__, "torchvision": torchvision,
         "python": platform.python_version(), "platform": platform.platform(), "git_commit": _git_commit(),
-        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_bf16_support(),
         "dataset_plugin": dist_of(plugins.datasets, spec.dataset),
         "posterior_plugin": dist_of(plugins.posteriors, spec.posterior),
     }
@@ -152,7 +154,9 @@ def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Pat
     dataset = plugins.datasets.get(spec.dataset).configure(**spec.dataset_options)
     posterior = plugins.posteriors.get(spec.posterior).configure(**spec.options.get(spec.posterior, {}))
     metrics = [m.configure(**spec.options.get(m.name, {})) for m in resolve_metrics(plugins, spec.metrics)]
-    hp = {**spec.hparams, "estimator": resolve_estimator(posterior, spec.hparams["estimator"])}
+    hp = {**spec.hparams, "estimator": resolve_estimator(posterior, spec.hparams["estimator"]),
+          "precision": resolve_precision(spec.hparams.get("precision"), device),  # bf16 where there is none: an error
+          "compile": compile_pays(spec.hparams.get("compile"), device)}
     if data is None:
         data = dataset.load(data_dir).to(device)
 
@@ -163,6 +167,7 @@ def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Pat
 
     torch.manual_seed(spec.seed)
     model = posterior.build_model(dataset.modalities, hp["latent_dim"]).to(device)
+    info["provenance"]["layout"] = prepare_model(model, hp["precision"], compile=hp["compile"])["layout"]
     cfg = TrainConfig(**{f.name: hp[f.name] for f in fields(TrainConfig) if f.name != "seed"}, seed=spec.seed)
     checkpoint = run_dir / "checkpoint.pt"
     resume = resumable_checkpoint(checkpoint, cfg, model)  # a bad or foreign one is named, set aside

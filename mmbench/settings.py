@@ -39,7 +39,15 @@ TRAINING = (
     Option("estimator", None, "gradient estimator, e.g. dreg or iwae for the IWAE-type bounds "
            "(default: the posterior's first)", type=str),
 )
-CORE = {o.name: o for o in GRID + TRAINING}
+#: how a run's arithmetic is carried out (mmbench.acceleration); in a run's spec only when it
+#: differs from the default, so that a default run keeps the spec, and directory, it had before
+ARITHMETIC = (
+    Option("precision", "fp32", "training arithmetic: fp32 (the default), bf16 (autocast; where the CPU or GPU "
+           "has bf16 instructions), auto (bf16 where it has them, else fp32)", choices=("fp32", "bf16", "auto")),
+    Option("compile", "off", "torch.compile the networks and likelihoods (uncompiled where compiling fails): "
+           "off (the default), on, auto (on CUDA only)", choices=("off", "on", "auto")),
+)
+CORE = {o.name: o for o in GRID + TRAINING + ARITHMETIC}
 #: the dataset option that sets M, the modality count, of a dataset that takes one: set for
 #: every dataset of a grid by ``--modalities`` (a grid file's ``modalities``), swept by `mmbench cost`
 MODALITY_COUNT = "modalities"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .acceleration import autocast
 from .api import Split
 from .datasets import atomic_torch_save
 from .errors import MMBenchError
@@ -24,6 +25,7 @@ class TrainConfig:
     lr: float
     estimator: str
     seed: int
+    precision: str = "fp32"  # "bf16": the forward pass under bf16 autocast (mmbench.acceleration)
 
 
 class Diverged(Exception):
@@ -99,7 +101,8 @@ def train(model, posterior, split: Split, cfg: TrainConfig, *, checkpoint: Path 
         for step in range(steps):
             rows = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             xs = split.batch(rows, names)
-            result = posterior.objective(model, xs, cfg.K, cfg.estimator)
+            with autocast(device, cfg.precision):
+                result = posterior.objective(model, xs, cfg.K, cfg.estimator)
             optimizer.zero_grad(set_to_none=True)
             result.loss.backward()
             optimizer.step()

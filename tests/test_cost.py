@@ -45,6 +45,7 @@ def test_counted_passes_grow_as_declared(plugins):
     for c in cells:
         assert c.passes_counted == c.passes_declared
         assert c.median_ms > 0 and c.gflop > 0 and c.repeats == 1
+        assert 0 < c.decoder_flop_share < 1 and c.load1 >= 0
     by = {(c.posterior, c.sweep, c.M, c.K, c.batch): c for c in cells}
     assert by["moe", "M", 4, 2, 3].passes_counted == 16 and by["is-elbo", "M", 4, 2, 3].passes_counted == 4
     assert by["poe", "M", 4, 2, 3].passes_counted == 8
@@ -53,8 +54,11 @@ def test_counted_passes_grow_as_declared(plugins):
     assert fits["moe-tight", "M"]["declared_exponent"] == pytest.approx(2.0)
     assert fits["is-elbo", "M"]["passes_exponent"] == pytest.approx(1.0)
     assert ("moe", "K") in fits and ("moe", "batch") not in fits  # one batch size: nothing to fit
-    # FLOPs grow with the decoder work: moe at M=4 does more than is-elbo at M=4.
-    assert by["moe", "M", 4, 2, 3].gflop > by["is-elbo", "M", 4, 2, 3].gflop
+    # FLOPs grow with the decoder work: moe at M=4 does more than is-elbo at M=4, and more of
+    # it in the decoders; the decoders' FLOPs are exactly passes × K·B latents × per latent.
+    moe, is_elbo = by["moe", "M", 4, 2, 3], by["is-elbo", "M", 4, 2, 3]
+    assert moe.gflop > is_elbo.gflop and moe.decoder_flop_share > is_elbo.decoder_flop_share
+    assert moe.gflop * moe.decoder_flop_share == pytest.approx(4 * is_elbo.gflop * is_elbo.decoder_flop_share)
     table = cost.cells_table(cells)
     assert table.count("\n") == len(cells) + 1
 
@@ -112,7 +116,10 @@ def test_cost_cli_end_to_end(tmp_path):
     counted = {(c["posterior"], c["sweep"], c["M"], c["K"]): c["passes_counted"] for c in data["cells"]}
     assert counted["moe", "M", 3, 1] == 9 and counted["is-elbo", "M", 3, 1] == 3
     assert len(data["cells"]) == 2 * (2 + 2) and data["machine"]["precision"] == "fp32"
-    assert (out / "cost.png").stat().st_size > 0 and "| moe | M | 3 |" in (out / "cost.md").read_text()
+    report = (out / "cost.md").read_text()
+    assert (out / "cost.png").stat().st_size > 0 and "| moe | M | 3 |" in report
+    assert "load average (1/5/15 min)" in report and "mmbench cost --modalities 2..3" in report
+    assert len(data["machine"]["load_average"]["before"]) == 3 and data["machine"]["gemm_gflops_after"] > 0
 
 
 @pytest.mark.parametrize("args", [["--modalities", "two"], ["--dataset", "digits"]])

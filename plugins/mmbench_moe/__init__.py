@@ -22,7 +22,9 @@ def _expert_samples(model, xs, K):
     experts = model.encode(xs)
     locs = torch.stack([e.loc for e in experts])
     scales = torch.stack([e.scale for e in experts])
-    z = model.family.rsample(locs, scales, K).transpose(0, 1)  # [M, K, B, D]
+    # Contiguous once here, rather than copied by every decoder's reshape (M copies) and
+    # strided through by every density over the stack.
+    z = model.family.rsample(locs, scales, K).transpose(0, 1).contiguous()  # [M, K, B, D]
     return locs, scales, z
 
 
