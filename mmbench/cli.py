@@ -149,10 +149,10 @@ def cmd_plugins(args) -> int:
         for kind, names in p.registered.items():
             for name in names:
                 item = getattr(plugins, kind).get(name)
-                print(f"    {kind[:-1]:<9} {name:<16} {_describe(kind, item)}")
+                print(f"    {'published' if kind == 'published' else kind[:-1]:<9} {name:<16} {_describe(kind, item)}")
                 if getattr(item, "by_default", False):
                     print(f"{'':<30}run when a grid names no {kind[:-1]} (by_default)")
-                for option in item.options:
+                for option in getattr(item, "options", ()):
                     print(f"{'':<30}option {name}.{option.name} = {option.default!r}: {option.help}")
     return 0
 
@@ -166,6 +166,8 @@ def _describe(kind: str, item) -> str:
         return f"{item.description} [estimators: {', '.join(item.estimators)}]"
     if kind == "executors":
         return item.description
+    if kind == "published":
+        return f"published results in {item.path}"
     arrow = "↑" if item.higher_is_better else "↓"
     return f"{arrow} {item.criterion}: {item.description}"
 
@@ -173,11 +175,27 @@ def _describe(kind: str, item) -> str:
 # ------------------------------------------------------------------------------ leaderboard
 def cmd_leaderboard(args) -> int:
     from .leaderboard import render, scan_runs
+    from .published import collect
 
     root = Path(args.results)
     if not root.is_dir():
         raise MMBenchError(f"no results directory {root}; run `mmbench run` first or name the folder it wrote")
-    print(render(scan_runs(root), args.format, provenance=args.provenance, transpose=args.transpose))
+    plugins = _load(args)
+    published = collect(plugins) if args.published else None
+    print(render(scan_runs(root), args.format, provenance=args.provenance, transpose=args.transpose, published=published))
+    return 0
+
+
+# ------------------------------------------------------------------------------ published
+def cmd_published(args) -> int:
+    from .published import collect, render_list
+
+    records = collect(_load(args), args.dataset)
+    if not records:
+        where = f" for {args.dataset}" if args.dataset else ""
+        print(f"no published numbers{where} (plugins ship them through register_published)")
+        return 0
+    print(render_list(records, args.format))
     return 0
 
 
@@ -231,7 +249,14 @@ def build_parser(plugins=None) -> argparse.ArgumentParser:
                        help="end the md table with where the numbers came from and the options that were set")
     board.add_argument("--transpose", action="store_true",
                        help="one row per metric, one column per posterior (md, latex): readable with many metrics")
+    board.add_argument("--published", action="store_true",
+                       help="add the published numbers (`mmbench published`) as marked rows where dataset and metric match")
     board.set_defaults(func=cmd_leaderboard)
+
+    published = sub.add_parser("published", help="list the published results the plugins ship, each with its source")
+    published.add_argument("--dataset", help="only this dataset's")
+    published.add_argument("--format", choices=("md", "csv"), default="md")
+    published.set_defaults(func=cmd_published)
 
     from .cost_command import add_parser as add_cost_parser
 

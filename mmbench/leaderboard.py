@@ -15,6 +15,7 @@ import math
 import re
 from pathlib import Path
 
+from .published import rows_beside
 from .results import RunRecord, read_json, read_metrics
 
 FORMATS = ("md", "csv", "latex")
@@ -134,10 +135,12 @@ def _decimals(value: float) -> int:
 
 # ------------------------------------------------------------------------------ the formats
 def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance: bool = False,
-           transpose: bool = False) -> str:
+           transpose: bool = False, published=None) -> str:
     """The leaderboard of ``records`` in ``fmt``; ``expected`` (run specs) makes cells that
     have no run directory yet show as missing. ``transpose``: one row per metric and one
-    column per (dataset, posterior) instead, for when there are many metrics (md, latex)."""
+    column per (dataset, posterior) instead, for when there are many metrics (md, latex).
+    ``published`` (mmbench.published records): marked rows of the papers' numbers after each
+    dataset's runs, where dataset and metric match (never bold: the best is among the runs)."""
     if fmt not in FORMATS:
         from .errors import MMBenchError
 
@@ -145,18 +148,23 @@ def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance:
     rows, metrics, notes = summarise(records, expected)
     if not rows:
         return "(no runs)" if fmt != "csv" else _csv([], metrics)
+    best = {(rows[i]["dataset"], rows[i]["posterior"], name) for i, name in _best(rows, metrics)}  # runs only
+    if published is not None:
+        rows, published_notes = rows_beside(rows, metrics, published)
+        notes += published_notes
     if fmt == "csv":
         return _csv(rows, metrics)
-    best = _best(rows, metrics)
     latex = fmt == "latex"
     esc = _latex_escape if latex else (lambda s: s)
     pm, up, down = (r" $\pm$ ", r"$\uparrow$", r"$\downarrow$") if latex else (" ± ", "↑", "↓")
     bold = (lambda s: rf"\textbf{{{s}}}") if latex else (lambda s: f"**{s}**")
     headers = ["dataset", "posterior", "runs"] + [f"{esc(m)} {up if hib else down}" for m, (_, hib) in metrics.items()]
     table = []
-    for i, row in enumerate(rows):
-        done = row["counts"].get("done", 0)
-        runs = f"{done}/{row['total']}" + ("" if done == row["total"] else f" ({_status_word(row['counts'])})")
+    for row in rows:
+        paper = row.get("published", False)
+        done = 1 if paper else row["counts"].get("done", 0)
+        runs = "published" if paper else (
+            f"{done}/{row['total']}" + ("" if done == row["total"] else f" ({_status_word(row['counts'])})"))
         line = [esc(row["dataset"]), esc(row["posterior"]), runs]
         for name in metrics:
             if name not in row["stats"]:
@@ -164,8 +172,10 @@ def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance:
                 continue
             mean, std, n = row["stats"][name]
             d = _decimals(mean)
-            text = f"{mean:.{d}f}" + (f"{pm}{std:.{d}f}" if n > 1 else "") + (f" (n={n})" if n != done else "")
-            line.append(bold(text) if (i, name) in best else text)
+            spread = (n > 1 or paper) and math.isfinite(std)  # a paper's spread, where it gives one
+            text = f"{mean:.{d}f}" + (f"{pm}{std:.{d}f}" if spread else "") + (f" (n={n})" if n != done else "")
+            cell = (row["dataset"], row["posterior"], name)
+            line.append(bold(text) if cell in best else text)
         table.append(line)
     from tabulate import tabulate
 
@@ -195,7 +205,8 @@ def _csv(rows, metrics) -> str:
         for name, (unit, hib) in metrics.items():
             if name in row["stats"]:
                 mean, std, n = row["stats"][name]
-                out.append([row["dataset"], row["posterior"], name, mean, std if n > 1 else None, n, unit, hib, status])
+                spread = (n > 1 or row.get("published")) and math.isfinite(std)
+                out.append([row["dataset"], row["posterior"], name, mean, std if spread else None, n, unit, hib, status])
         if not row["stats"]:  # nothing finished: the cell still has its row
             out.append([row["dataset"], row["posterior"], "", None, None, 0, "", None, status])
     columns = ["dataset", "posterior", "metric", "mean", "std", "n", "unit", "higher_is_better", "status"]
