@@ -247,6 +247,14 @@ class Dataset(Configurable):
     defaults: dict = {}
     #: True: part of a grid whose datasets the user does not name
     by_default: bool = False
+    #: names this dataset was registered under before; runs recorded under one of them whose
+    #: data ``recorded`` recognises are read as this dataset's (mmbench.renames)
+    former_names: tuple[str, ...] = ()
+
+    def recorded(self, data_info: dict) -> bool:
+        """Whether a run.json's ``data`` (this dataset's ``PairedData.info`` when it ran) was
+        written by this dataset under one of its ``former_names``."""
+        return False
 
     @property
     def modalities(self) -> list[Modality]:

@@ -176,13 +176,17 @@ def _describe(kind: str, item) -> str:
 def cmd_leaderboard(args) -> int:
     from .leaderboard import render, scan_runs
     from .published import collect
+    from .renames import renamed
 
     root = Path(args.results)
     if not root.is_dir():
         raise MMBenchError(f"no results directory {root}; run `mmbench run` first or name the folder it wrote")
     plugins = _load(args)
+    records, notes = renamed(scan_runs(root), plugins)  # runs of a renamed dataset under its name today
     published = collect(plugins) if args.published else None
-    print(render(scan_runs(root), args.format, provenance=args.provenance, transpose=args.transpose, published=published))
+    print(render(records, args.format, provenance=args.provenance, transpose=args.transpose, published=published))
+    for note in notes:
+        print(f"mmbench: {note}", file=sys.stderr)
     return 0
 
 

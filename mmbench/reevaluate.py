@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .errors import MMBenchError
+from .renames import current_name
 from .evaluation import EvalContext
 from .results import atomic_write_json, read_json, read_metrics, utc_now, write_metrics
 from .runner import evaluate_metrics, recorded_options, resolve_metrics, upgrade_spec
@@ -32,7 +33,7 @@ def load_trained(run_dir: Path, plugins, device: torch.device):
     if checkpoint.get("epoch") != hp["epochs"]:
         raise MMBenchError(f"the checkpoint of {run_dir} is from epoch {checkpoint.get('epoch')} "
                            f"of {hp['epochs']}; it is not the finished model")
-    dataset = plugins.datasets.get(spec["dataset"]).configure(**spec["dataset_options"])
+    dataset = plugins.datasets.get(current_name(info, plugins)).configure(**spec["dataset_options"])
     posterior = plugins.posteriors.get(spec["posterior"]).configure(**spec["options"].get(spec["posterior"], {}))
     model = posterior.build_model(dataset.modalities, hp["latent_dim"])
     model.load_state_dict(checkpoint["model"])
