@@ -16,8 +16,9 @@ from .allocator import keep_freed_memory
 from .errors import MMBenchError
 from .settings import CORE, GRID, MODALITY_COUNT, TRAINING, Assignment, aliases, parse_assignment, unknown_setting
 
-#: the commands that read no plugin (the others load them before their flags are parsed)
-WITHOUT_PLUGINS = ("leaderboard",)
+#: the commands that read no plugin (the others load them before their flags are parsed; the
+#: leaderboard reads them for datasets renamed since a run and for the published numbers)
+WITHOUT_PLUGINS = ()
 
 
 def _default_home() -> Path:
@@ -175,13 +176,14 @@ def _describe(kind: str, item) -> str:
 # ------------------------------------------------------------------------------ leaderboard
 def cmd_leaderboard(args) -> int:
     from .leaderboard import render, scan_runs
+    from .plugins import get_plugins
     from .published import collect
     from .renames import renamed
 
     root = Path(args.results)
     if not root.is_dir():
         raise MMBenchError(f"no results directory {root}; run `mmbench run` first or name the folder it wrote")
-    plugins = _load(args)
+    plugins = get_plugins(args.plugins_dir)
     records, notes = renamed(scan_runs(root), plugins)  # runs of a renamed dataset under its name today
     published = collect(plugins) if args.published else None
     print(render(records, args.format, provenance=args.provenance, transpose=args.transpose, published=published))
@@ -192,9 +194,10 @@ def cmd_leaderboard(args) -> int:
 
 # ------------------------------------------------------------------------------ published
 def cmd_published(args) -> int:
+    from .plugins import get_plugins
     from .published import collect, render_list
 
-    records = collect(_load(args), args.dataset)
+    records = collect(get_plugins(args.plugins_dir), args.dataset)
     if not records:
         where = f" for {args.dataset}" if args.dataset else ""
         print(f"no published numbers{where} (plugins ship them through register_published)")
@@ -265,6 +268,10 @@ def build_parser(plugins=None) -> argparse.ArgumentParser:
     from .cost_command import add_parser as add_cost_parser
 
     add_cost_parser(sub)
+
+    from .judges_command import add_parser as add_judges_parser
+
+    add_judges_parser(sub, _default_home)
     return parser
 
 

@@ -15,6 +15,8 @@ import math
 import re
 from pathlib import Path
 
+from .judge_agreement import disagreements, twin
+from .judge_agreement import notes as agreement_notes
 from .published import rows_beside
 from .results import RunRecord, read_json, read_metrics
 
@@ -140,7 +142,8 @@ def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance:
     have no run directory yet show as missing. ``transpose``: one row per metric and one
     column per (dataset, posterior) instead, for when there are many metrics (md, latex).
     ``published`` (mmbench.published records): marked rows of the papers' numbers after each
-    dataset's runs, where dataset and metric match (never bold: the best is among the runs)."""
+    dataset's runs, where dataset and metric match (never bold: the best is among the runs).
+    A cell whose two coherence judges disagree (mmbench.judge_agreement) is marked †."""
     if fmt not in FORMATS:
         from .errors import MMBenchError
 
@@ -154,12 +157,16 @@ def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance:
         notes += published_notes
     if fmt == "csv":
         return _csv(rows, metrics)
+    flagged = disagreements(records)
+    marked = {cell for d, p, m in flagged for cell in ((d, p, m), (d, p, twin(m)))}
+    notes += agreement_notes(flagged)
     latex = fmt == "latex"
     esc = _latex_escape if latex else (lambda s: s)
     pm, up, down = (r" $\pm$ ", r"$\uparrow$", r"$\downarrow$") if latex else (" ± ", "↑", "↓")
     bold = (lambda s: rf"\textbf{{{s}}}") if latex else (lambda s: f"**{s}**")
     headers = ["dataset", "posterior", "runs"] + [f"{esc(m)} {up if hib else down}" for m, (_, hib) in metrics.items()]
     table = []
+    dagger = r"$^\dagger$" if latex else "†"
     for row in rows:
         paper = row.get("published", False)
         done = 1 if paper else row["counts"].get("done", 0)
@@ -175,6 +182,7 @@ def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance:
             spread = (n > 1 or paper) and math.isfinite(std)  # a paper's spread, where it gives one
             text = f"{mean:.{d}f}" + (f"{pm}{std:.{d}f}" if spread else "") + (f" (n={n})" if n != done else "")
             cell = (row["dataset"], row["posterior"], name)
+            text += dagger if cell in marked and not paper else ""
             line.append(bold(text) if cell in best else text)
         table.append(line)
     from tabulate import tabulate
