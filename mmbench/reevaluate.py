@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .errors import MMBenchError
-from .renames import current_name
+from .renames import as_current
 from .evaluation import EvalContext
 from .results import atomic_write_json, read_json, read_metrics, utc_now, write_metrics
 from .runner import evaluate_metrics, recorded_options, resolve_metrics, upgrade_spec
@@ -26,14 +26,15 @@ def load_trained(run_dir: Path, plugins, device: torch.device):
     if info.get("status") != "done":
         raise MMBenchError(f"run {run_dir} is '{info.get('status')}', not done; "
                            "run the same `mmbench run` again to finish it first")
-    spec, hp = upgrade_spec(info["spec"], plugins), info["resolved_hparams"]
+    # a dataset renamed since the run is looked up by its name today; run.json keeps what it says
+    spec, hp = upgrade_spec(as_current(info, plugins)["spec"], plugins), info["resolved_hparams"]
     checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
     if checkpoint is None:
         raise MMBenchError(f"run {run_dir} has no checkpoint.pt to evaluate")
     if checkpoint.get("epoch") != hp["epochs"]:
         raise MMBenchError(f"the checkpoint of {run_dir} is from epoch {checkpoint.get('epoch')} "
                            f"of {hp['epochs']}; it is not the finished model")
-    dataset = plugins.datasets.get(current_name(info, plugins)).configure(**spec["dataset_options"])
+    dataset = plugins.datasets.get(spec["dataset"]).configure(**spec["dataset_options"])
     posterior = plugins.posteriors.get(spec["posterior"]).configure(**spec["options"].get(spec["posterior"], {}))
     model = posterior.build_model(dataset.modalities, hp["latent_dim"])
     model.load_state_dict(checkpoint["model"])
@@ -50,7 +51,7 @@ def reevaluate(run_dir: Path, plugins, *, metrics: list[str] | None, options: di
     run_dir = Path(run_dir)
     chosen = resolve_metrics(plugins, metrics)  # unknown names fail before any work
     info, dataset, posterior, model = load_trained(run_dir, plugins, device)
-    given = upgrade_spec(info["spec"], plugins)["options"]
+    given = upgrade_spec(as_current(info, plugins)["spec"], plugins)["options"]
     chosen = [m.configure(**{**given.get(m.name, {}), **options.get(m.name, {})}) for m in chosen]
     data = dataset.load(Path(data_dir)).to(device)
     ctx = EvalContext(dataset=dataset, data=data, model=model, posterior=posterior, device=device,

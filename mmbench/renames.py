@@ -18,15 +18,22 @@ def current_name(info: dict, plugins) -> str:
     return recorded
 
 
+def as_current(info: dict, plugins) -> dict:
+    """Run ``info`` (run.json contents) with its spec naming the dataset as it is called today."""
+    name = current_name(info, plugins)
+    return info if name == info["spec"]["dataset"] else {**info, "spec": {**info["spec"], "dataset": name}}
+
+
 def renamed(records, plugins) -> tuple[list, list[str]]:
     """``records`` (mmbench.results.RunRecord) with each run's dataset under its current name, and
     one note per former name read that way."""
     out, counts = [], {}
     for r in records:
-        name = current_name(r.info, plugins)
-        if name != r.info["spec"]["dataset"]:
-            counts[(r.info["spec"]["dataset"], name)] = counts.get((r.info["spec"]["dataset"], name), 0) + 1
-            r = type(r)(r.path, {**r.info, "spec": {**r.info["spec"], "dataset": name}}, r.metrics)
+        info = as_current(r.info, plugins)
+        if info is not r.info:
+            key = (r.info["spec"]["dataset"], info["spec"]["dataset"])
+            counts[key] = counts.get(key, 0) + 1
+            r = type(r)(r.path, info, r.metrics)
         out.append(r)
     notes = [f"{n} run(s) recorded as '{old}' are of the dataset now named '{new}'" for (old, new), n in counts.items()]
     return out, notes
