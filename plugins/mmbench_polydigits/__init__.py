@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from mmbench import hookimpl
-from mmbench.api import Dataset, Option, PairedData, Split
-from mmbench.datasets import group_by_class, load_cached, stratified_split
+from mmbench.api import Option, PairedData, Split
+from mmbench.datasets import CountedModalities, group_by_class, load_cached, stratified_split
 from mmbench.modalities import ImageModality
 
 VERSION = 2  # bump when the construction changes: it is part of the cache key
@@ -137,7 +137,7 @@ def image_modalities(M: int) -> list[ImageModality]:
                           channels=(32, 64), background_contrast=True) for m in range(M)]
 
 
-class PolyDigits(Dataset):
+class PolyDigits(CountedModalities):
     name = "polydigits"
     former_names = ("polymnist",)
     description = (f"M image modalities (option modalities: 2..{MAX_MODALITIES}, default 5) of scikit-learn's "
@@ -151,21 +151,8 @@ class PolyDigits(Dataset):
                type=int, low=5),
     )
 
-    def __init__(self):
-        self._modalities = image_modalities(self.num_modalities)
-
-    def configure(self, **values) -> "PolyDigits":
-        configured = super().configure(**values)
-        configured._modalities = image_modalities(configured.num_modalities)
-        return configured
-
-    @property
-    def modalities(self):
-        return self._modalities
-
-    @property
-    def num_modalities(self) -> int:
-        return self.option_values["modalities"]
+    def build_modalities(self, M: int):
+        return image_modalities(M)
 
     @property
     def partners(self) -> int:

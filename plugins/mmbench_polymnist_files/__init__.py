@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from mmbench import hookimpl
-from mmbench.api import Dataset, Option, PairedData, Split
-from mmbench.datasets import load_cached
+from mmbench.api import Option, PairedData, Split
+from mmbench.datasets import CountedModalities, load_cached
 from mmbench.errors import DataError
 from mmbench.modalities import ImageModality
 from mmbench.published import register_folder
@@ -97,7 +97,7 @@ def image_modalities(M: int) -> list[ImageModality]:
             for j in range(M)]
 
 
-class PolyMNISTFiles(Dataset):
+class PolyMNISTFiles(CountedModalities):
     name = "polymnist"
     description = ("PolyMNIST (Sutter et al., ICLR 2021), read from its published PNG files: "
                    f"M of its {MODALITIES} modalities (option modalities, default {MODALITIES})")
@@ -106,21 +106,8 @@ class PolyMNISTFiles(Dataset):
     options = (Option("modalities", MODALITIES, f"M: use m0 .. m(M-1) of the files' {MODALITIES} modalities",
                       low=2, high=MODALITIES),)
 
-    def __init__(self):
-        self._modalities = image_modalities(self.num_modalities)
-
-    def configure(self, **values) -> "PolyMNISTFiles":
-        configured = super().configure(**values)
-        configured._modalities = image_modalities(configured.num_modalities)
-        return configured
-
-    @property
-    def modalities(self):
-        return self._modalities
-
-    @property
-    def num_modalities(self) -> int:
-        return self.option_values["modalities"]
+    def build_modalities(self, M: int):
+        return image_modalities(M)
 
     def load(self, data_dir: Path, download: bool = False) -> PairedData:
         root = find_root(data_dir)
