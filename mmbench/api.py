@@ -170,6 +170,13 @@ class Modality:
         """The coherence judge's network x -> logits, or None when the modality has no labels."""
         return None
 
+    def judge_features(self, x: Tensor) -> Tensor:
+        """What the second coherence judge (random features and a ridge read-out, not a
+        network of this modality's) reads of x[B, *shape]: [B, F] floats. By default the
+        ``features`` map, else the flattened observation."""
+        features = self.features(x)
+        return features if features is not None else x.flatten(1).to(torch.get_default_dtype())
+
     def render(self, x: Tensor) -> Any:
         """A single item as a person sees it: an [H, W, 3] uint8 array or a string."""
         raise NotImplementedError
@@ -247,6 +254,14 @@ class Dataset(Configurable):
     defaults: dict = {}
     #: True: part of a grid whose datasets the user does not name
     by_default: bool = False
+    #: names this dataset was registered under before; runs recorded under one of them whose
+    #: data ``recorded`` recognises are read as this dataset's (mmbench.renames)
+    former_names: tuple[str, ...] = ()
+
+    def recorded(self, data_info: dict) -> bool:
+        """Whether a run.json's ``data`` (this dataset's ``PairedData.info`` when it ran) was
+        written by this dataset under one of its ``former_names``."""
+        return False
 
     @property
     def modalities(self) -> list[Modality]:

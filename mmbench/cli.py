@@ -16,8 +16,9 @@ from .allocator import keep_freed_memory
 from .errors import MMBenchError
 from .settings import ARITHMETIC, CORE, GRID, MODALITY_COUNT, TRAINING, Assignment, aliases, parse_assignment, unknown_setting
 
-#: the commands that read no plugin (the others load them before their flags are parsed)
-WITHOUT_PLUGINS = ("leaderboard",)
+#: the commands that read no plugin (the others load them before their flags are parsed; the
+#: leaderboard reads them for datasets renamed since a run and for the published numbers)
+WITHOUT_PLUGINS = ()
 
 
 def _default_home() -> Path:
@@ -149,10 +150,10 @@ def cmd_plugins(args) -> int:
         for kind, names in p.registered.items():
             for name in names:
                 item = getattr(plugins, kind).get(name)
-                print(f"    {kind[:-1]:<9} {name:<16} {_describe(kind, item)}")
+                print(f"    {'published' if kind == 'published' else kind[:-1]:<9} {name:<16} {_describe(kind, item)}")
                 if getattr(item, "by_default", False):
                     print(f"{'':<30}run when a grid names no {kind[:-1]} (by_default)")
-                for option in item.options:
+                for option in getattr(item, "options", ()):
                     print(f"{'':<30}option {name}.{option.name} = {option.default!r}: {option.help}")
     return 0
 
@@ -166,6 +167,8 @@ def _describe(kind: str, item) -> str:
         return f"{item.description} [estimators: {', '.join(item.estimators)}]"
     if kind == "executors":
         return item.description
+    if kind == "published":
+        return f"published results in {item.path}"
     arrow = "↑" if item.higher_is_better else "↓"
     return f"{arrow} {item.criterion}: {item.description}"
 
@@ -173,12 +176,34 @@ def _describe(kind: str, item) -> str:
 # ------------------------------------------------------------------------------ leaderboard
 def cmd_leaderboard(args) -> int:
     from .leaderboard import render, scan_runs
+    from .plugins import get_plugins
+    from .published import collect
+    from .renames import renamed
 
     root = Path(args.results)
     if not root.is_dir():
         raise MMBenchError(f"no results directory {root}; run `mmbench run` first or name the folder it wrote")
-    print(render(scan_runs(root), args.format, provenance=args.provenance, transpose=args.transpose,
-                 pairs=args.pairs))
+    plugins = get_plugins(args.plugins_dir)
+    records, notes = renamed(scan_runs(root), plugins)  # runs of a renamed dataset under its name today
+    published = collect(plugins) if args.published else None
+    print(render(records, args.format, provenance=args.provenance, transpose=args.transpose,
+                 pairs=args.pairs, published=published))
+    for note in notes:
+        print(f"mmbench: {note}", file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------ published
+def cmd_published(args) -> int:
+    from .plugins import get_plugins
+    from .published import collect, render_list
+
+    records = collect(get_plugins(args.plugins_dir), args.dataset)
+    if not records:
+        where = f" for {args.dataset}" if args.dataset else ""
+        print(f"no published numbers{where} (plugins ship them through register_published)")
+        return 0
+    print(render_list(records, args.format))
     return 0
 
 
@@ -235,11 +260,22 @@ def build_parser(plugins=None) -> argparse.ArgumentParser:
     board.add_argument("--pairs", action="store_true",
                        help="keep the columns of modality pairs (coherence_cross[a->b], loglik[m|n], ...), "
                             "left out of md and latex tables by default above three modalities")
+    board.add_argument("--published", action="store_true",
+                       help="add the published numbers (`mmbench published`) as marked rows where dataset and metric match")
     board.set_defaults(func=cmd_leaderboard)
+
+    published = sub.add_parser("published", help="list the published results the plugins ship, each with its source")
+    published.add_argument("--dataset", help="only this dataset's")
+    published.add_argument("--format", choices=("md", "csv"), default="md")
+    published.set_defaults(func=cmd_published)
 
     from .cost_command import add_parser as add_cost_parser
 
     add_cost_parser(sub)
+
+    from .judges_command import add_parser as add_judges_parser
+
+    add_judges_parser(sub, _default_home)
     return parser
 
 

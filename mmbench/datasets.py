@@ -1,4 +1,5 @@
-"""Helpers dataset plugins share: pairing by class, stratified splits, cached construction."""
+"""Helpers dataset plugins share: pairing by class, stratified splits, cached construction, and
+modalities built from a modality-count option."""
 
 from __future__ import annotations
 
@@ -9,9 +10,34 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .api import PairedData, Split
+from .api import Dataset, PairedData, Split
 from .errors import DataError
 from .results import atomic_write
+from .settings import MODALITY_COUNT
+
+
+class CountedModalities(Dataset):
+    """A dataset of M like modalities, M its ``modalities`` option: it declares that option and
+    ``build_modalities(M)``; the modalities are built again for each configured M."""
+
+    def build_modalities(self, M: int) -> list:
+        raise NotImplementedError
+
+    def __init__(self):
+        self._modalities = self.build_modalities(self.num_modalities)
+
+    def configure(self, **values):
+        configured = super().configure(**values)
+        configured._modalities = configured.build_modalities(configured.num_modalities)
+        return configured
+
+    @property
+    def modalities(self):
+        return self._modalities
+
+    @property
+    def num_modalities(self) -> int:
+        return self.option_values[MODALITY_COUNT]
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, rng: np.random.Generator):

@@ -32,11 +32,13 @@ class EvalContext:
     def names(self) -> list[str]:
         return [m.name for m in self.dataset.modalities]
 
-    def judge(self, m: int):
-        """(classifier, test accuracy) for modality m, trained once and cached; None if none."""
-        if m not in self._judges:
-            self._judges[m] = judges.get_judge(self.dataset, self.data, m, self.cache_dir)
-        return self._judges[m]
+    def judge(self, m: int, kind: str = "cnn"):
+        """The judge of modality m in family ``kind`` (``cnn`` or ``ridge``, see
+        :mod:`mmbench.judges`): a :class:`mmbench.judges.Judge` (net, test_acc, digest), trained
+        once and cached; None if the modality has no classifier."""
+        if (m, kind) not in self._judges:
+            self._judges[(m, kind)] = judges.get_judge(self.dataset, self.data, m, self.cache_dir, kind)
+        return self._judges[(m, kind)]
 
     def test_rows(self, limit: int | None = None) -> Tensor:
         """A fixed subset of test pairs (the same for every run and posterior)."""

@@ -33,3 +33,12 @@ def register_executors(register):
     plugin's: a cluster), picked with ``mmbench run --executor NAME``. An executor should run each
     cell through :func:`mmbench.grid.run_cell`, which takes the cell's lock and writes the run
     directory, so that executors on several machines can share one results directory."""
+
+
+@hookspec
+def register_published(register):
+    """Register published results: call ``register(PublishedFile(path))``
+    (:class:`mmbench.published.PublishedFile`) for each TOML file of numbers read in one paper,
+    every record with its source table and setting (the format: :mod:`mmbench.published`).
+    ``mmbench published`` lists them; ``mmbench leaderboard DIR --published`` shows them beside
+    the runs wherever dataset and metric match."""

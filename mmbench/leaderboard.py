@@ -20,6 +20,9 @@ import math
 import re
 from pathlib import Path
 
+from .judge_agreement import disagreements, twin
+from .judge_agreement import notes as agreement_notes
+from .published import rows_beside
 from .results import RunRecord, read_json, read_metrics
 
 FORMATS = ("md", "csv", "latex")
@@ -175,11 +178,14 @@ def _left_out_note(hidden: set[str], metrics) -> str:
 
 # ------------------------------------------------------------------------------ the formats
 def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance: bool = False,
-           transpose: bool = False, pairs: bool = False) -> str:
+           transpose: bool = False, pairs: bool = False, published=None) -> str:
     """The leaderboard of ``records`` in ``fmt``; ``expected`` (run specs) makes cells that
     have no run directory yet show as missing. ``transpose``: one row per metric and one
     column per (dataset, posterior) instead, for when there are many metrics (md, latex).
-    ``pairs``: keep the columns of modality pairs that are left out above three modalities."""
+    ``pairs``: keep the columns of modality pairs that are left out above three modalities.
+    ``published`` (mmbench.published records): marked rows of the papers' numbers after each
+    dataset's runs, where dataset and metric match (never bold: the best is among the runs).
+    A cell whose two coherence judges disagree (mmbench.judge_agreement) is marked †."""
     if fmt not in FORMATS:
         from .errors import MMBenchError
 
@@ -187,22 +193,31 @@ def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance:
     rows, metrics, notes = summarise(records, expected)
     if not rows:
         return "(no runs)" if fmt != "csv" else _csv([], metrics)
+    best = {(rows[i]["dataset"], rows[i]["posterior"], name) for i, name in _best(rows, metrics)}  # runs only
+    if published is not None:
+        rows, published_notes = rows_beside(rows, metrics, published)
+        notes += published_notes
     if fmt == "csv":
         return _csv(rows, metrics)
     hidden = set() if pairs else hidden_pair_columns(rows)
     if hidden:
         notes = notes + [_left_out_note(hidden, metrics)]
         metrics = {name: m for name, m in metrics.items() if name not in hidden}
-    best = _best(rows, metrics)
+    flagged = disagreements(records)
+    marked = {cell for d, p, m in flagged for cell in ((d, p, m), (d, p, twin(m)))}
+    notes += agreement_notes(flagged)
     latex = fmt == "latex"
     esc = _latex_escape if latex else (lambda s: s)
     pm, up, down = (r" $\pm$ ", r"$\uparrow$", r"$\downarrow$") if latex else (" ± ", "↑", "↓")
     bold = (lambda s: rf"\textbf{{{s}}}") if latex else (lambda s: f"**{s}**")
     headers = ["dataset", "posterior", "runs"] + [f"{esc(m)} {up if hib else down}" for m, (_, hib) in metrics.items()]
     table = []
-    for i, row in enumerate(rows):
-        done = row["counts"].get("done", 0)
-        runs = f"{done}/{row['total']}" + ("" if done == row["total"] else f" ({_status_word(row['counts'])})")
+    dagger = r"$^\dagger$" if latex else "†"
+    for row in rows:
+        paper = row.get("published", False)
+        done = 1 if paper else row["counts"].get("done", 0)
+        runs = "published" if paper else (
+            f"{done}/{row['total']}" + ("" if done == row["total"] else f" ({_status_word(row['counts'])})"))
         line = [esc(row["dataset"]), esc(row["posterior"]), runs]
         for name in metrics:
             if name not in row["stats"]:
@@ -210,8 +225,11 @@ def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance:
                 continue
             mean, std, n = row["stats"][name]
             d = _decimals(mean)
-            text = f"{mean:.{d}f}" + (f"{pm}{std:.{d}f}" if n > 1 else "") + (f" (n={n})" if n != done else "")
-            line.append(bold(text) if (i, name) in best else text)
+            spread = (n > 1 or paper) and math.isfinite(std)  # a paper's spread, where it gives one
+            text = f"{mean:.{d}f}" + (f"{pm}{std:.{d}f}" if spread else "") + (f" (n={n})" if n != done else "")
+            cell = (row["dataset"], row["posterior"], name)
+            text += dagger if cell in marked and not paper else ""
+            line.append(bold(text) if cell in best else text)
         table.append(line)
     from tabulate import tabulate
 
@@ -241,7 +259,8 @@ def _csv(rows, metrics) -> str:
         for name, (unit, hib) in metrics.items():
             if name in row["stats"]:
                 mean, std, n = row["stats"][name]
-                out.append([row["dataset"], row["posterior"], name, mean, std if n > 1 else None, n, unit, hib, status])
+                spread = (n > 1 or row.get("published")) and math.isfinite(std)
+                out.append([row["dataset"], row["posterior"], name, mean, std if spread else None, n, unit, hib, status])
         if not row["stats"]:  # nothing finished: the cell still has its row
             out.append([row["dataset"], row["posterior"], "", None, None, 0, "", None, status])
     columns = ["dataset", "posterior", "metric", "mean", "std", "n", "unit", "higher_is_better", "status"]

@@ -130,6 +130,14 @@ class ImageModality(Modality):
             nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Linear(128, num_classes),
         )
 
+    def judge_features(self, x):
+        """The pixels in [0, 1] — for a modality with ``background_contrast``, that channel alone
+        (the stroke whatever the colours, which a linear read-out cannot separate itself)."""
+        x = as_unit_interval(x)
+        if self.background_contrast:
+            x = BackgroundContrast()(x if x.dim() == 4 else x.unsqueeze(1))[:, -1:]
+        return x.flatten(1)
+
     def render(self, x: Tensor):
         img = as_unit_interval(x.detach().cpu()).float().clamp(0, 1)
         if img.dim() == 3:
@@ -187,6 +195,11 @@ class TextModality(Modality):
     def classifier(self, num_classes):
         return _BagOfWords(len(self.vocab), num_classes)
 
+    def judge_features(self, x):
+        """Word counts [B, vocab] of the sentence (the words before the first <eos>)."""
+        counts = torch.zeros(len(x), len(self.vocab), device=x.device)
+        return counts.scatter_add_(1, x, words_before_stop(x))
+
     def render(self, x: Tensor) -> str:
         return self.detokenise(x.tolist())
 
@@ -213,8 +226,13 @@ class _BagOfWords(nn.Module):
         self.out = nn.Sequential(nn.ReLU(), nn.Linear(64, num_classes))
 
     def forward(self, tokens):
-        # Words after the first <eos> are not part of the sentence.
-        stop = (tokens == TextModality.EOS) | (tokens == TextModality.PAD)
-        keep = (stop.cumsum(-1) == 0).float()
+        keep = words_before_stop(tokens)
         h = (self.embed(tokens) * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp(min=1)
         return self.out(h)
+
+
+def words_before_stop(tokens: Tensor) -> Tensor:
+    """1.0 at the words of a sentence, 0.0 from its first <eos> or <pad> on: a decoded caption's
+    tokens after that are not part of the sentence."""
+    stop = (tokens == TextModality.EOS) | (tokens == TextModality.PAD)
+    return (stop.cumsum(-1) == 0).to(torch.get_default_dtype())

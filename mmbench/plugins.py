@@ -23,7 +23,7 @@ from .errors import PluginError
 from .registry import Provenance, Registry
 
 ENV_FILTER = "MMBENCH_LOAD_PLUGINS"
-HOOKS = ("datasets", "posteriors", "metrics", "executors")
+HOOKS = ("datasets", "posteriors", "metrics", "executors", "published")
 #: the core's own implementations, registered exactly like a plugin's (and never filtered out)
 DEFAULT_PLUGINS = ("mmbench.executors",)
 
@@ -45,6 +45,7 @@ class Plugins:
     posteriors: Registry
     metrics: Registry
     executors: Registry
+    published: Registry
     plugins: list[LoadedPlugin]
 
     @property
@@ -112,6 +113,7 @@ def _load_file(path: Path) -> ModuleType:
 def load_plugins(plugins_dir: str | os.PathLike | None = None) -> Plugins:
     """Load every plugin and collect what it registers. Never raises for a broken plugin."""
     from .api import Dataset, Executor, Metric, Posterior  # the base classes the registries check
+    from .published import PublishedFile
 
     pm = pluggy.PluginManager("mmbench")
     pm.add_hookspecs(hookspecs)
@@ -121,6 +123,7 @@ def load_plugins(plugins_dir: str | os.PathLike | None = None) -> Plugins:
         "posteriors": Registry("posteriors", Posterior),
         "metrics": Registry("metrics", Metric),
         "executors": Registry("executors", Executor),
+        "published": Registry("published files", PublishedFile),
     }
     loaded: dict[str, LoadedPlugin] = {}
     for provenance, load in _candidates(plugins_dir):

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .errors import MMBenchError
+from .renames import as_current
 from .evaluation import EvalContext
 from .results import atomic_write_json, read_json, read_metrics, utc_now, write_metrics
 from .runner import evaluate_metrics, recorded_options, resolve_metrics, upgrade_spec
@@ -25,7 +26,8 @@ def load_trained(run_dir: Path, plugins, device: torch.device):
     if info.get("status") != "done":
         raise MMBenchError(f"run {run_dir} is '{info.get('status')}', not done; "
                            "run the same `mmbench run` again to finish it first")
-    spec, hp = upgrade_spec(info["spec"], plugins), info["resolved_hparams"]
+    # a dataset renamed since the run is looked up by its name today; run.json keeps what it says
+    spec, hp = upgrade_spec(as_current(info, plugins)["spec"], plugins), info["resolved_hparams"]
     checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
     if checkpoint is None:
         raise MMBenchError(f"run {run_dir} has no checkpoint.pt to evaluate")
@@ -49,7 +51,7 @@ def reevaluate(run_dir: Path, plugins, *, metrics: list[str] | None, options: di
     run_dir = Path(run_dir)
     chosen = resolve_metrics(plugins, metrics)  # unknown names fail before any work
     info, dataset, posterior, model = load_trained(run_dir, plugins, device)
-    given = upgrade_spec(info["spec"], plugins)["options"]
+    given = upgrade_spec(as_current(info, plugins)["spec"], plugins)["options"]
     chosen = [m.configure(**{**given.get(m.name, {}), **options.get(m.name, {})}) for m in chosen]
     data = dataset.load(Path(data_dir)).to(device)
     ctx = EvalContext(dataset=dataset, data=data, model=model, posterior=posterior, device=device,

@@ -18,6 +18,7 @@ from . import __version__
 from .acceleration import compile_pays, cpu_bf16_support, prepare_model, resolve_precision
 from .errors import MMBenchError, Unsupported
 from .evaluation import EvalContext
+from .renames import refuse_foreign
 from .integrity import resumable_checkpoint
 from .results import SCHEMA_VERSION, atomic_write_json, differences, read_json, utc_now, write_metrics
 from .settings import HPARAMS, alias
@@ -143,6 +144,7 @@ def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Pat
     run_dir = spec.directory(out)
     info_path = run_dir / "run.json"
     previous = read_json(info_path) if info_path.exists() else None
+    refuse_foreign(previous, plugins, run_dir)
     before = upgrade_spec(previous["spec"], plugins) if isinstance((previous or {}).get("spec"), dict) else None
     if previous is not None and before != asdict(spec) and previous.get("status") == "done":
         raise MMBenchError(

@@ -10,15 +10,15 @@ from mmbench.errors import DataError, MMBenchError
 from conftest import run_cli
 
 
-# ----------------------------------------------------------------------------- polymnist
+# ----------------------------------------------------------------------------- polydigits
 @pytest.fixture(scope="module")
-def polymnist(plugins, tmp_path_factory):
-    dataset = plugins.datasets.get("polymnist").configure(modalities=4, per_class=12, partners=3)
+def polydigits(plugins, tmp_path_factory):
+    dataset = plugins.datasets.get("polydigits").configure(modalities=4, per_class=12, partners=3)
     return dataset, dataset.load(tmp_path_factory.mktemp("poly"))
 
 
-def test_polymnist_tuples_share_the_class_and_each_item_has_its_partners(polymnist):
-    dataset, data = polymnist
+def test_polydigits_tuples_share_the_class_and_each_item_has_its_partners(polydigits):
+    dataset, data = polydigits
     names = [m.name for m in dataset.modalities]
     assert names == ["m0", "m1", "m2", "m3"]
     for split in (data.train, data.test):
@@ -32,31 +32,31 @@ def test_polymnist_tuples_share_the_class_and_each_item_has_its_partners(polymni
         assert not torch.allclose(split.pools["m0"], split.pools["m1"])
 
 
-def test_polymnist_modality_pools_do_not_depend_on_m(plugins, polymnist, tmp_path):
-    _, four = polymnist
-    two = plugins.datasets.get("polymnist").configure(modalities=2, per_class=12, partners=3).load(tmp_path)
+def test_polydigits_modality_pools_do_not_depend_on_m(plugins, polydigits, tmp_path):
+    _, four = polydigits
+    two = plugins.datasets.get("polydigits").configure(modalities=2, per_class=12, partners=3).load(tmp_path)
     assert torch.equal(two.train.pools["m1"], four.train.pools["m1"])
     assert two.info["source_ids"] == four.info["source_ids"]
     assert not set(four.info["source_ids"]["train"]) & set(four.info["source_ids"]["test"])
 
 
-def test_polymnist_options_are_checked(plugins):
-    poly = plugins.datasets.get("polymnist")
+def test_polydigits_options_are_checked(plugins):
+    poly = plugins.datasets.get("polydigits")
     assert len(poly.configure(modalities="8").modalities) == 8
     for bad in (dict(modalities=1), dict(modalities=9), dict(modalities="x"), dict(colour=1)):
-        with pytest.raises(MMBenchError, match="polymnist"):
+        with pytest.raises(MMBenchError, match="polydigits"):
             poly.configure(**bad)
 
 
-def test_polymnist_runs_from_the_cli(tmp_path):
+def test_polydigits_runs_from_the_cli(tmp_path):
     out = tmp_path / "runs"
-    proc = run_cli("run", "--dataset", "polymnist", "--modalities", "5", "--posteriors", "moe,poe", "--epochs", "1",
+    proc = run_cli("run", "--dataset", "polydigits", "--modalities", "5", "--posteriors", "moe,poe", "--epochs", "1",
                    "--data-option", "per_class=8", "--data-option", "partners=1", "--metrics",
                    "latent_acc,coherence_cross", "--eval-items", "40", "--out", str(out), "--quiet",
                    env={"MMBENCH_HOME": str(tmp_path / "home")})
     assert proc.returncode == 0, proc.stderr[-2000:]
     for posterior in ("moe", "poe"):
-        rows = (out / "polymnist" / posterior / "seed-0" / "metrics.jsonl").read_text()
+        rows = (out / "polydigits" / posterior / "seed-0" / "metrics.jsonl").read_text()
         assert "coherence_cross[m0->m4]" in rows and "latent_acc[m4]" in rows
 
 
@@ -378,7 +378,8 @@ def test_every_dataset_is_listed_with_modalities_and_defaults(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name, modalities in (("mnist-svhn", ["mnist (1, 28, 28)", "svhn (3, 32, 32)"]),
                              ("cub", ["image (2048,)", "caption (32 tokens)"]),
-                             ("polymnist", ["m0 (3, 28, 28)", "m4 (3, 28, 28)"])):
+                             ("polymnist", ["m0 (3, 28, 28)", "m4 (3, 28, 28)"]),
+                             ("polydigits", ["m0 (3, 28, 28)", "m4 (3, 28, 28)"])):
         block = proc.stdout[proc.stdout.index(f"dataset   {name}"):]
         block = block[:block.index("defaults:") + 80]
         for m in modalities:

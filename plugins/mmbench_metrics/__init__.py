@@ -1,13 +1,18 @@
 """The MMVAE paper's criteria as metrics (paper §4): latent factorisation (Table 1), joint and
-cross coherence (Table 2), and the judges' own accuracy beside them; with three modalities or
-more, the same read from subsets of them (:mod:`mmbench_metrics.subsets`)."""
+cross coherence (Table 2), and the judges' own accuracy beside them — each coherence metric
+twice, read by two judge families of different kinds (``coherence_cross[a->b]`` by the
+modalities' networks, ``coherence_cross_alt[a->b]`` by random-feature ridge read-outs); with
+three modalities or more, the same read from subsets of them (:mod:`mmbench_metrics.subsets`)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
 from mmbench import hookimpl
 from mmbench.api import Metric, MetricValue, Option
+from mmbench.judges import family as judge_family
 from mmbench.judges import predict
 
 from .subsets import SUBSETS_OPTION, ConditionalCoherence, mean_and_standard_error, subset_details, subsets_of_size
@@ -79,32 +84,53 @@ class LatentAccuracy(Metric):
                                                              "items": len(test_rows), "se": se})
 
 
-class ClassifierAccuracy(Metric):
-    name = "classifier_acc"
+class Judged(Metric):
+    """A metric read through one family of coherence judges (``mmbench.judges``): the first
+    (``cnn``) under the family name, the second (``ridge``) under the name with ``_alt``, so
+    that each number can be read beside the other judge's."""
+
+    family_name: str
+
+    def __init__(self, kind: str = "cnn"):
+        self.kind = kind
+        self.name = self.family_name + judge_family(kind).suffix
+        if kind != "cnn":
+            self.description = f"{self.description} — judged by the {kind} judges, not the modalities' networks"
+            # its own settings, under its own name: a former name belongs to the first family's alone
+            self.options = tuple(dataclasses.replace(o, aliases=()) for o in self.options)
+
+    def judged(self, ctx) -> list[int]:
+        return [m for m in range(len(ctx.names)) if ctx.judge(m, self.kind) is not None]
+
+    def provenance(self, ctx, *modalities: int) -> dict:
+        """Which classifiers judged: {modality: "<family>:<first 16 hex of its content hash>"}."""
+        return {"judges": {ctx.names[m]: f"{self.kind}:{ctx.judge(m, self.kind).digest[:16]}" for m in modalities}}
+
+
+class ClassifierAccuracy(Judged):
+    family_name = "classifier_acc"
     criterion = "judge"
     higher_is_better = True
     unit = "fraction"
     description = "test accuracy of each modality's coherence judge (read coherence against it)"
 
     def skip_reason(self, ctx):
-        return None if any(ctx.judge(m) for m in range(len(ctx.names))) else "no modality has a classifier"
+        return None if self.judged(ctx) else "no modality has a classifier"
 
     def evaluate(self, ctx):
-        for m, name in enumerate(ctx.names):
-            judge = ctx.judge(m)
-            if judge is not None:
-                yield MetricValue(f"classifier_acc[{name}]", judge[1])
+        for m in self.judged(ctx):
+            yield MetricValue(f"{self.name}[{ctx.names[m]}]", ctx.judge(m, self.kind).test_acc, self.provenance(ctx, m))
 
 
-class CrossCoherence(Metric):
-    name = "coherence_cross"
+class CrossCoherence(Judged):
+    family_name = "coherence_cross"
     criterion = "cross coherence"
     higher_is_better = True
     unit = "fraction"
     description = "encode x_a, one sample of q(z|x_a), decode b, judge: share classified as x_a's label"
     # `eval_items`: its name (flag, grid key, run.json key) when the core held it
-    options = (Option("items", None, "test pairs cross coherence is computed on (default: all)", type=int, low=1,
-                      aliases=("eval_items",)),)
+    options = (Option("items", None, "test pairs cross coherence is computed on (default: all; give both judge "
+                               "families the same to judge the same pairs)", type=int, low=1, aliases=("eval_items",)),)
 
     def skip_reason(self, ctx):
         return None if len(ctx.names) > 1 else "needs two or more modalities"
@@ -114,38 +140,40 @@ class CrossCoherence(Metric):
         rows = ctx.test_rows(self.option_values["items"])
         xs = ctx.data.test.batch(rows, ctx.names)
         labels = ctx.data.test.labels[rows]
+        judged = self.judged(ctx)
         for a, src in enumerate(ctx.names):
             z = ctx.cross_latents({a: xs[a]})
-            for b, dst in enumerate(ctx.names):
-                judge = ctx.judge(b)
-                if b == a or judge is None:
+            for b in judged:
+                if b == a:
                     continue
-                pred = predict(judge[0], ctx.decode_means(b, z))
-                yield MetricValue(f"coherence_cross[{src}->{dst}]", (pred == labels).float().mean().item())
+                pred = predict(ctx.judge(b, self.kind).net, ctx.decode_means(b, z))
+                yield MetricValue(f"{self.name}[{src}->{ctx.names[b]}]", (pred == labels).float().mean().item(),
+                                  {"items": len(labels), **self.provenance(ctx, b)})
 
 
-class JointCoherence(Metric):
-    name = "coherence_joint"
+class JointCoherence(Judged):
+    family_name = "coherence_joint"
     criterion = "joint coherence"
     higher_is_better = True
     unit = "fraction"
     description = f"{JOINT_SAMPLES} samples of the prior, every modality decoded and judged: share where all agree"
 
     def skip_reason(self, ctx):
-        judged = [m for m in range(len(ctx.names)) if ctx.judge(m) is not None]
-        return None if len(judged) > 1 else "needs two or more modalities with a judge"
+        return None if len(self.judged(ctx)) > 1 else "needs two or more modalities with a judge"
 
     @torch.no_grad()
     def evaluate(self, ctx):
         z = ctx.model.prior().rsample(JOINT_SAMPLES)
-        preds = [predict(ctx.judge(m)[0], ctx.decode_means(m, z)) for m in range(len(ctx.names))
-                 if ctx.judge(m) is not None]
-        preds = torch.stack(preds)
+        judged = self.judged(ctx)
+        preds = torch.stack([predict(ctx.judge(m, self.kind).net, ctx.decode_means(m, z)) for m in judged])
         agree = (preds == preds[0]).all(0).float().mean().item()
-        yield MetricValue("coherence_joint", agree)
+        yield MetricValue(self.name, agree, {"items": JOINT_SAMPLES, **self.provenance(ctx, *judged)})
 
 
 @hookimpl
 def register_metrics(register):
-    for metric in (LatentAccuracy(), CrossCoherence(), ConditionalCoherence(), JointCoherence(), ClassifierAccuracy()):
-        register(metric)
+    register(LatentAccuracy())
+    register(ConditionalCoherence())
+    for kind in ("cnn", "ridge"):  # the second judge family's values sit beside the first's
+        for metric in (CrossCoherence(kind), JointCoherence(kind), ClassifierAccuracy(kind)):
+            register(metric)

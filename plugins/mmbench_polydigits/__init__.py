@@ -1,7 +1,12 @@
-"""``polymnist``: M paired image modalities (2 to 8) generated from scikit-learn's bundled
+"""``polydigits``: M paired image modalities (2 to 8) generated from scikit-learn's bundled
 digits, in the spirit of PolyMNIST (Sutter, Daunhawer & Vogt, ICLR 2021): every modality shows
 the digit of the tuple's class on its own kind of background, so the digit is the content all
 modalities share and the texture, colours, position and handwriting are private to each.
+
+It is not PolyMNIST (MNIST digits on crops of five photographs, read from the published files by
+the ``polymnist`` dataset), and its numbers do not compare with PolyMNIST's. Until issue 15 it was
+called ``polymnist``: runs recorded under that name by this construction are read as
+``polydigits`` (``former_names``, ``recorded``).
 
 It exists for runs with more than two modalities and for the cost benchmark (the MMVAE
 objective needs M² decoder passes, MMVAE paper §3 and Appendix B), and needs no download: the
@@ -24,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from mmbench import hookimpl
-from mmbench.api import Dataset, Option, PairedData, Split
-from mmbench.datasets import group_by_class, load_cached, stratified_split
+from mmbench.api import Option, PairedData, Split
+from mmbench.datasets import CountedModalities, group_by_class, load_cached, stratified_split
 from mmbench.modalities import ImageModality
 
 VERSION = 2  # bump when the construction changes: it is part of the cache key
@@ -132,10 +137,11 @@ def image_modalities(M: int) -> list[ImageModality]:
                           channels=(32, 64), background_contrast=True) for m in range(M)]
 
 
-class PolyMNIST(Dataset):
-    name = "polymnist"
+class PolyDigits(CountedModalities):
+    name = "polydigits"
+    former_names = ("polymnist",)
     description = (f"M image modalities (option modalities: 2..{MAX_MODALITIES}, default 5) of scikit-learn's "
-                   "digits on different backgrounds, PolyMNIST-style (generated)")
+                   "digits on different backgrounds, PolyMNIST-style (generated; not PolyMNIST)")
     num_classes = 10
     defaults = dict(latent_dim=20, K=1, epochs=5, batch_size=128, lr=1e-3)
     options = (
@@ -145,21 +151,8 @@ class PolyMNIST(Dataset):
                type=int, low=5),
     )
 
-    def __init__(self):
-        self._modalities = image_modalities(self.num_modalities)
-
-    def configure(self, **values) -> "PolyMNIST":
-        configured = super().configure(**values)
-        configured._modalities = image_modalities(configured.num_modalities)
-        return configured
-
-    @property
-    def modalities(self):
-        return self._modalities
-
-    @property
-    def num_modalities(self) -> int:
-        return self.option_values["modalities"]
+    def build_modalities(self, M: int):
+        return image_modalities(M)
 
     @property
     def partners(self) -> int:
@@ -171,9 +164,14 @@ class PolyMNIST(Dataset):
 
     def load(self, data_dir: Path, download: bool = False) -> PairedData:
         per_class = "all" if self.per_class is None else self.per_class
-        path = (Path(data_dir) / "polymnist" /
-                f"polymnist-v{VERSION}-M{self.num_modalities}-partners{self.partners}-perclass{per_class}.pt")
+        path = (Path(data_dir) / "polydigits" /
+                f"polydigits-v{VERSION}-M{self.num_modalities}-partners{self.partners}-perclass{per_class}.pt")
         return load_cached(path, self._build)
+
+    def recorded(self, data_info: dict) -> bool:
+        """A run.json's ``data`` written by this construction (under its former name too): its
+        seed and the background styles only this construction records."""
+        return data_info.get("seed") == SEED and "styles" in data_info
 
     def _sources(self):
         from sklearn.datasets import load_digits
@@ -209,4 +207,4 @@ class PolyMNIST(Dataset):
 
 @hookimpl
 def register_datasets(register):
-    register(PolyMNIST())
+    register(PolyDigits())
