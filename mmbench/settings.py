@@ -79,14 +79,13 @@ def located(where: str):
 def parse_assignment(text: str, where: str = "--set") -> Assignment | tuple[str, str]:
     """``OWNER.NAME=VALUE`` -> an Assignment; ``NAME=VALUE`` (a core setting) -> (name, value)."""
     key, sep, value = text.partition("=")
-    key = key.strip().replace("-", "_")
-    if not sep or not key:
-        raise MMBenchError(f"{where} {text}: expected OWNER.NAME=VALUE (OWNER: a dataset, posterior, metric or executor by its name)")
-    owner, dot, name = key.rpartition(".")
+    owner, dot, name = key.strip().rpartition(".")
+    name = name.replace("-", "_")  # as flags spell them; an owner's name is kept as registered
+    if not sep or not name or (dot and not owner):
+        raise MMBenchError(f"{where} {text}: expected OWNER.NAME=VALUE (OWNER: a dataset, posterior, metric "
+                           "or executor by its name)")
     if not dot:
         return name, value.strip()
-    if not owner or not name:
-        raise MMBenchError(f"{where} {text}: expected OWNER.NAME=VALUE (OWNER: a dataset, posterior, metric or executor by its name)")
     return Assignment(owner, name, value.strip(), f"{where} {text}")
 
 

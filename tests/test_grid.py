@@ -281,6 +281,8 @@ def test_options_reach_the_run_its_record_and_the_provenance(tmp_path):
     assert row["details"] == {"pairs": 100}
     rc, board, _ = mmbench("leaderboard", str(out), "--provenance")
     assert "Options set: test_bound.pairs=100 (all runs)." in board
+    rc, _, stderr = mmbench("run", *grid, "--set", "tiny-digits.partners=1", "--out", str(out))
+    assert rc == 2 and "--set tiny-digits.partners=1: 'tiny-digits' has no option 'partners'; it declares none" in stderr
     # another value into the same directory is refused
     rc, _, stderr = mmbench("run", *grid, "--set", "test_bound.pairs=101", "--out", str(out))
     assert rc == 2 and "other settings (test_bound {'pairs': 100} vs {'pairs': 101})" in stderr
