@@ -177,10 +177,12 @@ def decoder_flops(model: MultimodalVAE, step) -> tuple[float, float, object]:
     share from the latents each decoder received in the step times its forward + backward
     FLOPs per latent (these networks are linear in their batch)."""
     rows = [0] * len(model.decoders)
+    inputs: dict[int, tuple] = {}
 
     def counting(d):
         def hook(_module, args):
             rows[d] += args[0].shape[0]
+            inputs[d] = tuple(args[0].shape[1:])  # what the model feeds it (e.g. shared + private)
         return hook
 
     handles = [dec.register_forward_pre_hook(counting(d)) for d, dec in enumerate(model.decoders)]
@@ -191,8 +193,11 @@ def decoder_flops(model: MultimodalVAE, step) -> tuple[float, float, object]:
             h.remove()
     device = next(model.parameters()).device
     per_latent = []
-    for dec in model.decoders:
-        z = torch.zeros(2, model.latent_dim, device=device, requires_grad=True)
+    for d, dec in enumerate(model.decoders):
+        if d not in inputs:  # never called in the step: no FLOPs to count
+            per_latent.append(0.0)
+            continue
+        z = torch.zeros(2, *inputs[d], device=device, requires_grad=True)
         counter = _flop_counter()
         with counter:
             dec(z).float().sum().backward()

@@ -63,6 +63,16 @@ def test_counted_passes_grow_as_declared(plugins):
     assert table.count("\n") == len(cells) + 1
 
 
+def test_every_registered_posterior_is_measured(plugins):
+    """`mmbench cost` with no --posteriors measures every one: models whose decoders take more
+    than the shared latent (mmvae-plus: shared + private) are counted from what they are fed."""
+    posteriors = [plugins.posteriors.get(n) for n in plugins.posteriors.names()]
+    cells = cost.run_grid(TinyMModalities(), posteriors, modalities=[2], K=1, batch=2, latent_dim=4,
+                          device=torch.device("cpu"), Ks=[], batches=[], repeats=1, warmup=0, gemm=1e9)
+    assert {c.posterior for c in cells} == set(plugins.posteriors.names())
+    assert all(c.gflop > 0 and 0 < c.decoder_flop_share < 1 for c in cells)
+
+
 def test_plot_is_a_png(tmp_path, plugins):
     cells = cost.run_grid(TinyMModalities(), [plugins.posteriors.get("moe")], modalities=[2, 3], K=1, batch=2,
                           latent_dim=4, device=torch.device("cpu"), repeats=1, warmup=0)
