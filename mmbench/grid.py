@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 import tempfile
 import tomllib
@@ -275,7 +276,7 @@ def run_grid(grid: Grid, plugins, *, plugins_dir: str | None, home: Path, progre
     """Run the checked grid with its executor, then print its table. Exit status: 0 when every
     cell finished, 1 when one failed (the others still ran)."""
     from .device import resolve_device
-    from .leaderboard import render, scan_runs
+    from .leaderboard import fits, render, scan_runs
 
     if dry_run:
         for spec in grid.cells:
@@ -294,5 +295,8 @@ def run_grid(grid: Grid, plugins, *, plugins_dir: str | None, home: Path, progre
         raise MMBenchError(errors[0])
     wanted = {spec.directory(grid.out) for spec in grid.cells}
     records = [r for r in scan_runs(grid.out) if r.path in wanted]
-    print(render(records, "md", expected=grid.cells))
+    wide = render(records, "md", expected=grid.cells)
+    # one row per posterior when it fits the terminal, else one row per metric (piped: COLUMNS or 80)
+    print(wide if fits(wide, shutil.get_terminal_size().columns) else render(records, "md", expected=grid.cells,
+                                                                             transpose=True))
     return 0 if all(i.get("status") == "done" for i in infos) else 1

@@ -112,6 +112,11 @@ def summarise(records: list[RunRecord], expected=None):
     return rows, metrics, notes
 
 
+def fits(table: str, width: int) -> bool:
+    """True when no line of ``table`` is wider than ``width`` characters."""
+    return max((len(line) for line in table.splitlines()), default=0) <= width
+
+
 def _best(rows, metrics) -> set[tuple]:
     """(row index, metric) of the best mean per dataset and metric, where two rows or more compete."""
     best = set()
@@ -181,7 +186,8 @@ def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance:
            transpose: bool = False, pairs: bool = False, published=None) -> str:
     """The leaderboard of ``records`` in ``fmt``; ``expected`` (run specs) makes cells that
     have no run directory yet show as missing. ``transpose``: one row per metric and one
-    column per (dataset, posterior) instead, for when there are many metrics (md, latex).
+    column per (dataset, posterior) instead, for when there are many metrics (md, latex),
+    grouped under a heading row per criterion with the chance level of its metrics.
     ``pairs``: keep the columns of modality pairs that are left out above three modalities.
     ``published`` (mmbench.published records): marked rows of the papers' numbers after each
     dataset's runs, where dataset and metric match (never bold: the best is among the runs).
@@ -238,6 +244,7 @@ def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance:
         one_dataset = len({row["dataset"] for row in rows}) == 1
         columns = [line[1] if one_dataset else f"{line[0]} / {line[1]}" for line in table]
         table = [[headers[j]] + [line[j] for line in table] for j in range(2, len(headers))]
+        table = table[:1] + _grouped(table[1:], list(metrics), _readings(records), esc, bold)
         headers = ["metric" if not one_dataset else f"{esc(rows[0]['dataset'])}: metric"] + columns
         colalign = ["left"] + ["right"] * len(columns)
     text = tabulate(table, headers=headers, tablefmt="latex_raw" if latex else "pipe", disable_numparse=True,
@@ -248,6 +255,42 @@ def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance:
     if provenance and not latex:
         lines += ["", _provenance(records), "", _seconds(records)]
     return "\n".join(lines)
+
+
+def _readings(records: list[RunRecord]) -> dict[str, tuple[str, float | None]]:
+    """{metric: (criterion, chance)} as the runs' metrics.jsonl rows declare them (chance from
+    a value's details, where its metric gives one; None otherwise)."""
+    out: dict[str, tuple[str, float | None]] = {}
+    for r in records:
+        for m in r.metrics:
+            chance = (m.get("details") or {}).get("chance")
+            known = out.get(m["metric"])
+            if known is None or (known[1] is None and chance is not None):
+                out[m["metric"]] = (str(m.get("criterion") or ""), float(chance) if chance is not None else None)
+    return out
+
+
+def _grouped(lines: list[list[str]], names: list[str], readings: dict, esc, bold) -> list[list[str]]:
+    """The tall table's metric rows under one heading row per criterion (in the order the
+    criteria first appear), the heading giving the chance level its metrics share, or each
+    row its own where they differ. Rows of metrics no run declares a criterion for stay as
+    they are, with no heading, when no metric declares one."""
+    if not any(readings.get(name, ("", None))[0] for name in names):
+        return lines
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(readings.get(name, ("", None))[0] or "other", []).append(i)
+    out = []
+    for criterion, members in groups.items():
+        chances = {readings.get(names[i], ("", None))[1] for i in members}
+        shared = next(iter(chances)) if len(chances) == 1 else None
+        heading = bold(esc(criterion)) + (f" (chance {shared:.3g})" if shared is not None else "")
+        out.append([heading] + [""] * (len(lines[0]) - 1))
+        for i in members:
+            own = readings.get(names[i], ("", None))[1]
+            label = lines[i][0] + (f" (chance {own:.3g})" if own is not None and shared is None else "")
+            out.append([label] + lines[i][1:])
+    return out
 
 
 def _csv(rows, metrics) -> str:

@@ -125,3 +125,37 @@ def test_pairs_and_the_time_per_metric_from_the_command_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "coherence_cross[m0->m1]" in out
     assert "training 100, evaluation 30: loglik 20.0, latent_acc 5.5, coherence_cross 4.5." in out
+
+
+def test_tall_table_groups_metrics_by_criterion_with_chance(tmp_path):
+    """The runs' rows declare each metric's criterion and chance (in details): the tall table
+    puts a heading row per criterion, in the order they first appear, with the chance level
+    its metrics share, or each metric its own where they differ; every cell is kept."""
+    rows = [{"metric": "latent_acc[a]", "value": 0.9, "criterion": "latent factorisation", "details": {"chance": 0.1}},
+            {"metric": "coherence_cross[a->b]", "value": 0.8, "criterion": "cross coherence",
+             "details": {"chance": 0.1}},
+            {"metric": "coherence_joint", "value": 0.4, "criterion": "joint coherence", "details": {"chance": 0.01}},
+            {"metric": "coherence_cross[b->a]", "value": 0.7, "criterion": "cross coherence",
+             "details": {"chance": 0.1}},
+            {"metric": "odd[x]", "value": 0.5, "criterion": "mixed", "details": {"chance": 0.5}},
+            {"metric": "odd[y]", "value": 0.5, "criterion": "mixed", "details": {"chance": 0.25}},
+            {"metric": "train_s", "value": 12.0, "criterion": "cost"}]
+    for posterior in ("moe", "poe"):
+        run = tmp_path / "toy" / posterior / "seed-0"
+        run.mkdir(parents=True)
+        atomic_write_json(run / "run.json", {"spec": {"dataset": "toy", "posterior": posterior, "seed": 0},
+                                             "status": "done"})
+        write_metrics(run / "metrics.jsonl", [{**r, "higher_is_better": True, "unit": "u"} for r in rows])
+    records = scan_runs(tmp_path)
+    tall = _cells(render(records, "md", transpose=True))
+    labels = [r[0] for r in tall[1:]]
+    assert labels == ["runs",
+                      "**latent factorisation** (chance 0.1)", "latent_acc[a] ↑",
+                      "**cross coherence** (chance 0.1)", "coherence_cross[a->b] ↑", "coherence_cross[b->a] ↑",
+                      "**joint coherence** (chance 0.01)", "coherence_joint ↑",
+                      "**mixed**", "odd[x] ↑ (chance 0.5)", "odd[y] ↑ (chance 0.25)",
+                      "**cost**", "train_s ↑"]
+    headings = [r for r in tall[1:] if r[0].startswith("**")]
+    assert all(r[1:] == ["", ""] for r in headings)
+    values = {r[0].split(" ")[0]: r[1:] for r in tall[1:] if not r[0].startswith("**")}
+    assert values["coherence_joint"] == ["**0.400**", "**0.400**"] and values["train_s"] == ["**12.0**", "**12.0**"]

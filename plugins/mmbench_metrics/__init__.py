@@ -15,10 +15,10 @@ from mmbench.api import Metric, MetricValue, Option
 from mmbench.judges import family as judge_family
 from mmbench.judges import predict
 
+from .chance import chance
 from .subsets import SUBSETS_OPTION, ConditionalCoherence, mean_and_standard_error, subset_details, subsets_of_size
 
 JOINT_SAMPLES = 10_000
-LATENT_PROBE_ITEMS = 5_000
 
 
 def _linear_probe_predictions(train_x, train_y, test_x):
@@ -52,7 +52,7 @@ class LatentAccuracy(Metric):
             test = ctx.representations({m: data.test.pools[name]})
             acc = _linear_probe_accuracy(train.cpu().numpy(), data.train.pool_labels[name].cpu().numpy(),
                                          test.cpu().numpy(), data.test.pool_labels[name].cpu().numpy())
-            yield MetricValue(f"latent_acc[{name}]", acc)
+            yield MetricValue(f"latent_acc[{name}]", acc, {"chance": chance(data.test.labels)})
         if len(ctx.names) > 1:
             gen = torch.Generator().manual_seed(0)
             train_rows = torch.randperm(len(data.train), generator=gen)[:LATENT_PROBE_ITEMS].to(ctx.device)
@@ -61,7 +61,8 @@ class LatentAccuracy(Metric):
             for split, rows in ((data.train, train_rows), (data.test, test_rows)):
                 xs = split.batch(rows, ctx.names)
                 feats.append((ctx.representations(dict(enumerate(xs))).cpu().numpy(), split.labels[rows].cpu().numpy()))
-            yield MetricValue("latent_acc[joint]", _linear_probe_accuracy(*feats[0], *feats[1]))
+            yield MetricValue("latent_acc[joint]", _linear_probe_accuracy(*feats[0], *feats[1]),
+                              {"chance": chance(data.test.labels)})
             if len(ctx.names) > 2:
                 yield from self.from_subsets(ctx, train_rows, test_rows)
 
@@ -80,8 +81,8 @@ class LatentAccuracy(Metric):
                 predicted = torch.as_tensor(_linear_probe_predictions(train, train_y, test), device=test_y.device)
                 hits.append(predicted == test_y)
             mean, se = mean_and_standard_error(hits)
-            yield MetricValue(f"latent_acc[k={k}]", mean, {**subset_details(names, chosen, total),
-                                                             "items": len(test_rows), "se": se})
+            yield MetricValue(f"latent_acc[k={k}]", mean, {**subset_details(names, chosen, total), "items": len(test_rows),
+                                                             "se": se, "chance": chance(data.test.labels)})
 
 
 class Judged(Metric):
@@ -90,6 +91,8 @@ class Judged(Metric):
     that each number can be read beside the other judge's."""
 
     family_name: str
+    #: True: the value is several judges agreeing (joint coherence), not one judge hitting a label
+    agreement = False
 
     def __init__(self, kind: str = "cnn"):
         self.kind = kind
@@ -104,7 +107,8 @@ class Judged(Metric):
 
     def provenance(self, ctx, *modalities: int) -> dict:
         """Which classifiers judged: {modality: "<family>:<first 16 hex of its content hash>"}."""
-        return {"judges": {ctx.names[m]: f"{self.kind}:{ctx.judge(m, self.kind).digest[:16]}" for m in modalities}}
+        return {"judges": {ctx.names[m]: f"{self.kind}:{ctx.judge(m, self.kind).digest[:16]}" for m in modalities},
+                "chance": chance(ctx.data.test.labels, max(1, len(modalities) - 1) if self.agreement else 1)}
 
 
 class ClassifierAccuracy(Judged):
@@ -157,6 +161,7 @@ class JointCoherence(Judged):
     higher_is_better = True
     unit = "fraction"
     description = f"{JOINT_SAMPLES} samples of the prior, every modality decoded and judged: share where all agree"
+    agreement = True
 
     def skip_reason(self, ctx):
         return None if len(self.judged(ctx)) > 1 else "needs two or more modalities with a judge"

@@ -32,6 +32,8 @@ from torch import Tensor
 from mmbench.api import Metric, MetricValue, Option
 from mmbench.judges import predict
 
+from .chance import chance
+
 #: mixed into the sampling seed: the subsets drawn never depend on a run's seed
 SUBSET_SEED = "mmbench-subsets"
 DEFAULT_SUBSETS = 10  # every subset up to M = 5 (C(5, 2) = 10); sampled from M = 6 on
@@ -106,7 +108,8 @@ class ConditionalCoherence(Metric):
                 z = ctx.cross_latents({m: xs[m] for m in subset})
                 for t in targets:
                     hits[t].append(predict(ctx.judge(t)[0], ctx.decode_means(t, z)) == labels)
-            how = {**subset_details(names, chosen, total), "items": len(rows)}
+            how = {**subset_details(names, chosen, total), "items": len(rows),
+                   "chance": chance(labels)}
             every = [h for t in judged for h in hits[t]]
             if not every:
                 continue
