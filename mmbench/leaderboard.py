@@ -28,6 +28,10 @@ from .results import RunRecord, read_json, read_metrics
 FORMATS = ("md", "csv", "latex")
 #: up to this many modalities a table shows the columns of modality pairs by default
 PAIR_COLUMNS_UP_TO = 3
+#: the tall table's groups: the MMVAE paper's four criteria in its order, then any other a
+#: metric declares (in the order they first appear), then the runner's cost
+FIRST_CRITERIA = ("latent factorisation", "cross coherence", "joint coherence", "synergy")
+LAST_CRITERIA = ("cost",)
 
 
 def scan_runs(root: Path) -> list[RunRecord]:
@@ -271,8 +275,8 @@ def _readings(records: list[RunRecord]) -> dict[str, tuple[str, float | None]]:
 
 
 def _grouped(lines: list[list[str]], names: list[str], readings: dict, esc, bold) -> list[list[str]]:
-    """The tall table's metric rows under one heading row per criterion (in the order the
-    criteria first appear), the heading giving the chance level its metrics share, or each
+    """The tall table's metric rows under one heading row per criterion (FIRST_CRITERIA, the
+    others as they first appear, LAST_CRITERIA), the heading giving the chance level its metrics share, or each
     row its own where they differ. Rows of metrics no run declares a criterion for stay as
     they are, with no heading, when no metric declares one."""
     if not any(readings.get(name, ("", None))[0] for name in names):
@@ -280,8 +284,11 @@ def _grouped(lines: list[list[str]], names: list[str], readings: dict, esc, bold
     groups: dict[str, list[int]] = {}
     for i, name in enumerate(names):
         groups.setdefault(readings.get(name, ("", None))[0] or "other", []).append(i)
+    rank = {c: i for i, c in enumerate(FIRST_CRITERIA)} | {c: len(groups) + 10 + i for i, c in enumerate(LAST_CRITERIA)}
+    ordered = sorted(groups, key=lambda c: rank.get(c, len(FIRST_CRITERIA) + list(groups).index(c)))
     out = []
-    for criterion, members in groups.items():
+    for criterion in ordered:
+        members = groups[criterion]
         chances = {readings.get(names[i], ("", None))[1] for i in members}
         shared = next(iter(chances)) if len(chances) == 1 else None
         heading = bold(esc(criterion)) + (f" (chance {shared:.3g})" if shared is not None else "")

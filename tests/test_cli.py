@@ -67,11 +67,13 @@ def test_a_small_run_end_to_end_then_resumes_nothing(tmp_path, mmbench_home):
     out = tmp_path / "runs"
     args = ["run", "--posteriors", "moe,poe", "--epochs", "1", "--data-option", "partners=1",
             "--metrics", "coherence_cross,coherence_joint,hello", "--out", str(out), "--quiet"]
-    proc = run_cli(*args, env=env)
+    proc = run_cli(*args, env={**env, "COLUMNS": "4000"})  # a terminal that fits the wide table
     assert proc.returncode == 0, proc.stderr
     table = proc.stdout
     assert "| moe " in table and "| poe " in table and "coherence_cross[grey->colour]" in table
     assert "hello" in table
+    wide = [line for line in table.splitlines() if line.startswith("|")]
+    assert wide[0].startswith("| dataset") and len(wide) == 4  # header, rule, a row per posterior
     for posterior in ("moe", "poe"):
         run_dir = out / "digits" / posterior / "seed-0"
         info = json.loads((run_dir / "run.json").read_text())
@@ -88,10 +90,22 @@ def test_a_small_run_end_to_end_then_resumes_nothing(tmp_path, mmbench_home):
     assert [r["value"] for r in passes["moe"] if r["metric"] == "decoder_passes"] == [9.0]
     assert [r["value"] for r in passes["poe"] if r["metric"] == "decoder_passes"] == [6.0]
 
-    # A finished run is never redone: the second call trains nothing and prints the same table.
+    # A finished run is never redone: the second call trains nothing and prints the same cells,
+    # in a narrow terminal as the tall table (a row per metric under its criterion, with chance).
     before = (out / "digits" / "moe" / "seed-0" / "run.json").stat().st_mtime_ns
-    again = run_cli(*args, env=env)
+    again = run_cli(*args, env={**env, "COLUMNS": "80"})
     assert again.returncode == 0 and "epoch 1/1" not in again.stderr
+    tall = [[c.strip() for c in line.strip("|").split("|")] for line in again.stdout.splitlines()
+            if line.startswith("|") and not line.startswith("|:")]
+    assert tall[0][0] == "digits: metric" and tall[0][1:] == ["moe", "poe"]
+    labels = [row[0] for row in tall]
+    assert "**cross coherence** (chance 0.1)" in labels and "**joint coherence** (chance 0.01)" in labels
+    assert labels.index("**cross coherence** (chance 0.1)") < labels.index("coherence_cross[grey->colour] ↑")
+    cells = {row[0].split(" ")[0]: row[1:] for row in tall}
+    header = [c.strip() for c in wide[0].strip("|").split("|")]
+    for posterior, line in zip(("moe", "poe"), wide[2:]):
+        row = dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+        assert row["coherence_joint ↑"] == cells["coherence_joint"][("moe", "poe").index(posterior)]
     assert (out / "digits" / "moe" / "seed-0" / "run.json").stat().st_mtime_ns == before
 
     # Other settings into the same directory are refused, not mixed in.

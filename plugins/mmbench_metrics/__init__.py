@@ -19,6 +19,7 @@ from .chance import chance
 from .subsets import SUBSETS_OPTION, ConditionalCoherence, mean_and_standard_error, subset_details, subsets_of_size
 
 JOINT_SAMPLES = 10_000
+LATENT_PROBE_ITEMS = 5_000
 
 
 def _linear_probe_predictions(train_x, train_y, test_x):
