@@ -50,8 +50,14 @@ class JudgeFamily:
         """The untrained judge of ``modality`` (None: it has none); ``example``: its training pool."""
         raise NotImplementedError
 
-    def fit(self, net: nn.Module, x: Tensor, y: Tensor) -> None:
+    def fit(self, net: nn.Module, x: Tensor, y: Tensor, max_steps: int | None = None) -> None:
+        """Train ``net`` on (x, y); ``max_steps``: the dataset's cap on optimisation steps, where
+        the family takes steps at all."""
         raise NotImplementedError
+
+    def recipe_for(self, dataset) -> dict:
+        """The recipe a judge of ``dataset`` is trained by (part of its cache key)."""
+        return self.recipe
 
 
 class ConvJudges(JudgeFamily):
@@ -60,15 +66,23 @@ class ConvJudges(JudgeFamily):
     def build(self, modality, num_classes, example):
         return modality.classifier(num_classes)
 
-    def fit(self, net, x, y):
+    def recipe_for(self, dataset):
+        steps = getattr(dataset, "judge_steps", None)
+        return RECIPE if steps is None else {**RECIPE, "max_steps": int(steps)}
+
+    def fit(self, net, x, y, max_steps=None):
         gen = torch.Generator().manual_seed(RECIPE["seed"])
         opt = torch.optim.Adam(net.parameters(), lr=RECIPE["lr"], weight_decay=RECIPE["weight_decay"])
         bs = RECIPE["batch_size"]
+        steps = 0
         with torch.enable_grad():  # a judge may first be asked for inside a metric's no_grad
             for _ in range(RECIPE["epochs"]):
                 net.train()
                 order = torch.randperm(len(x), generator=gen).to(x.device)
                 for i in range(0, len(x), bs):
+                    if max_steps is not None and steps >= max_steps:
+                        return
+                    steps += 1
                     rows = order[i:i + bs]
                     loss = F.cross_entropy(net(x[rows]), y[rows])
                     opt.zero_grad(set_to_none=True)
@@ -87,8 +101,8 @@ class RidgeJudges(JudgeFamily):
         features = min(RIDGE_RECIPE["features"], len(example) * len(shifts_for(example)))
         return RandomFeatureRidge(modality.judge_features, in_features, num_classes, features, RIDGE_RECIPE["seed"])
 
-    def fit(self, net, x, y):
-        fit_ridge(net, x, y)
+    def fit(self, net, x, y, max_steps=None):
+        fit_ridge(net, x, y)  # closed form: no steps to cap
 
 
 FAMILIES: dict[str, JudgeFamily] = {f.name: f for f in (ConvJudges(), RidgeJudges())}
@@ -140,7 +154,7 @@ def judge_path(dataset, data, m: int, net: nn.Module, cache_dir: Path, kind: str
     """Where the judge of modality ``m`` and family ``kind`` is kept: its name carries its key."""
     modality, chosen = dataset.modalities[m], family(kind)
     tag = "" if chosen.name == "cnn" else f"-{chosen.name}"
-    key = _key(data.fingerprint(pairs=False), modality, net, chosen.recipe)
+    key = _key(data.fingerprint(pairs=False), modality, net, chosen.recipe_for(dataset))
     return Path(cache_dir) / "judges" / f"{dataset.name}-{modality.name}{tag}-{key}.pt"
 
 
@@ -152,7 +166,7 @@ def get_judge(dataset, data, m: int, cache_dir: Path | None, kind: str = "cnn") 
         return None
     name, device = dataset.modalities[m].name, data.train.index.device
     if cache_dir is None:
-        return _train(net, data, name, device, kind)
+        return _train(net, dataset, data, name, device, kind)
     path = judge_path(dataset, data, m, net, cache_dir, kind)
     cached = _load(net, path, device)
     if cached is not None:
@@ -164,7 +178,7 @@ def get_judge(dataset, data, m: int, cache_dir: Path | None, kind: str = "cnn") 
         cached = _load(net, path, device)
         if cached is not None:
             return cached
-        judge = _train(net, data, name, device, kind)
+        judge = _train(net, dataset, data, name, device, kind)
         atomic_torch_save({"net": judge.net.state_dict(), "test_acc": judge.test_acc, "family": kind,
                            "dataset": dataset.name, "modality": name}, path)
         return judge
@@ -181,10 +195,12 @@ def _load(net: nn.Module, path: Path, device) -> Judge | None:
         return None  # a corrupt cache entry is retrained, never used
 
 
-def _train(net: nn.Module, data, name: str, device: torch.device, kind: str) -> Judge:
+def _train(net: nn.Module, dataset, data, name: str, device: torch.device, kind: str) -> Judge:
+    chosen = family(kind)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(RECIPE["seed"])
-        family(kind).fit(net, data.train.pools[name], data.train.pool_labels[name])
+        chosen.fit(net, data.train.pools[name], data.train.pool_labels[name],
+                   chosen.recipe_for(dataset).get("max_steps"))
     net.eval()
     return Judge(net, accuracy(net, data.test.pools[name], data.test.pool_labels[name]),
                  content_hash(net.state_dict()))

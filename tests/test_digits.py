@@ -1,4 +1,5 @@
-"""The embedded default dataset: shapes, pairing as in the paper, no train/test leakage."""
+"""The embedded default dataset (version 2): shapes, pairing as in the paper (each grey digit
+with 20 same-class colour partners), no train/test leakage in any rendering."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from sklearn.datasets import load_digits
 
 import mmbench_digits
 from mmbench.datasets import pair_by_class
+from mmbench.modalities import as_unit_interval
 
 
 def test_shapes_and_labels(digits_data):
@@ -14,8 +16,9 @@ def test_shapes_and_labels(digits_data):
         assert split.pools["grey"].shape[1:] == (1, 28, 28)
         assert split.pools["colour"].shape[1:] == (3, 32, 32)
         assert split.pools["caption"].dtype == torch.int64
+        assert split.pools["colour"].dtype == torch.uint8  # a quarter of float32's memory
         for pool in ("grey", "colour"):
-            x = split.pools[pool]
+            x = as_unit_interval(split.pools[pool])
             assert 0 <= x.min() and x.max() <= 1
         assert split.index.shape == (len(split.labels), 3)
 
@@ -29,7 +32,25 @@ def test_pairs_share_the_class_and_each_item_has_twenty_partners(digits_data):
         assert torch.equal(split.index[:, 2], colour)
         n = len(split.pools["grey"])
         assert torch.equal(torch.bincount(grey, minlength=n), torch.full((n,), 20))
-        assert torch.equal(torch.bincount(colour, minlength=n), torch.full((n,), 20))
+        # a source digit's colour renderings together have its 20 partners, shared evenly
+        renderings = len(split.pools["colour"]) // n
+        assert len(split.pools["colour"]) == renderings * n
+        per_rendering = torch.bincount(colour, minlength=len(split.pools["colour"]))
+        assert torch.equal(per_rendering, torch.full_like(per_rendering, 20 // renderings))
+    assert len(digits_data.train.pools["colour"]) == mmbench_digits.RENDERINGS * len(digits_data.train.pools["grey"])
+    assert len(digits_data.test.pools["colour"]) == len(digits_data.test.pools["grey"])
+
+
+def test_pair_renderings_gives_every_grey_its_partners():
+    rng = np.random.default_rng(1)
+    grey = np.array([0, 0, 1, 1, 1])
+    colour = np.repeat(grey, 4)  # 4 renderings each
+    g, c = mmbench_digits.pair_renderings(grey, colour, 6, rng)
+    assert np.array_equal(grey[g.numpy()], colour[c.numpy()])
+    assert np.bincount(g.numpy(), minlength=5).tolist() == [6] * 5
+    # 6 partners over 4 renderings: each rendering in 1 or 2 pairs, a class's pairs all used
+    counts = np.bincount(c.numpy(), minlength=20)
+    assert set(counts.tolist()) <= {1, 2} and counts.sum() == 30
 
 
 def test_captions_name_the_digit_and_the_colours(plugins, digits_data):
@@ -51,6 +72,43 @@ def test_split_by_source_digit_without_leakage(digits_data):
     assert torch.allclose(digits_data.test.pools["grey"], expected)
     labels = load_digits().target
     assert np.array_equal(digits_data.test.pool_labels["grey"].numpy(), labels[ids["test"]])
+    # every colour rendering (and its caption) is of a source digit of its own split
+    sources = digits_data.info["pool_sources"]
+    for split_name, split in (("train", digits_data.train), ("test", digits_data.test)):
+        colour_sources = np.asarray(sources[split_name]["colour"])
+        assert set(colour_sources) == set(ids[split_name])
+        assert np.array_equal(split.pool_labels["colour"].numpy(), labels[colour_sources])
+    assert not set(sources["train"]["colour"]) & test
+    # and each rendering draws that very source digit: its stroke (distance to the background
+    # colour) matches the digit's own 8×8 image, at some size and placement the construction
+    # allows, better than any test digit's — so no test digit hides in a training rendering
+    rendered = as_unit_interval(digits_data.train.pools["colour"][::400])
+    stroke = (rendered - rendered[:, :, :1, :1]).abs().amax(1).flatten(1)
+    own = _best_placement(stroke, images[np.asarray(sources["train"]["colour"][::400])], pairwise=False)
+    best_test = _best_placement(stroke, images[ids["test"]]).amax(1)
+    assert own.min() > 0.85 and bool((own > best_test).all()), (own, best_test)
+
+
+def _best_placement(stroke, digits8, pairwise=True):
+    """Correlation of each observed stroke [N, 1024] with each 8×8 digit drawn at every size
+    (22–26 px) and shift (±1 px about the centre) digits v2 uses, the best placement kept:
+    [N, len(digits8)], or [N] for stroke i against digit i when not ``pairwise``."""
+    small = torch.as_tensor(digits8, dtype=torch.float32)[:, None] / 16
+    masks = []
+    for size in range(22, 27):
+        up = torch.nn.functional.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                top, left = (32 - size) // 2 + dy, (32 - size) // 2 + dx
+                mask = torch.zeros(len(small), 32, 32)
+                mask[:, top:top + size, left:left + size] = up.clamp(0, 1)
+                masks.append(mask.flatten(1))
+    masks = torch.stack(masks, 1)  # [digits, placements, 1024]
+    centred = lambda x: (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True)  # noqa: E731
+    a, b = centred(stroke), centred(masks)
+    if not pairwise:
+        return torch.einsum("np,nkp->nk", a, b[: len(a)]).amax(1) / a.shape[-1]
+    return torch.einsum("np,dkp->ndk", a, b).amax(2) / a.shape[-1]
 
 
 def test_construction_is_deterministic(plugins, digits_data, tmp_path):

@@ -14,7 +14,7 @@ def _counting_trainer(monkeypatch, accuracy=0.5, seconds=0.3):
     marks the net it 'trained' so that a load can be told from a fresh net."""
     calls = []
 
-    def train(net, data, name, device, kind):
+    def train(net, dataset, data, name, device, kind):
         calls.append(name)
         time.sleep(seconds)  # long enough for a second asker to arrive while this one trains
         with torch.no_grad():
@@ -51,6 +51,27 @@ def test_a_corrupt_cache_entry_is_retrained(plugins, digits_data, tmp_path, monk
     entry.write_bytes(b"not a checkpoint")
     assert judges.get_judge(dataset, digits_data, 0, tmp_path).test_acc == 0.5 and len(calls) == 2
     assert torch.load(entry, weights_only=True)["test_acc"] == 0.5  # rewritten whole
+
+
+def test_a_dataset_caps_the_network_judges_steps_and_the_cap_is_in_the_key(plugins, digits_data, tmp_path):
+    """judge_steps stops the network judge's training after that many optimisation steps (the
+    optimiser's own step count says so), and judges under another cap are other files."""
+    dataset = plugins.datasets.get("digits")
+    net = judges.untrained(dataset, digits_data, 1)
+    x, y = digits_data.train.pools["colour"][:640], digits_data.train.pool_labels["colour"][:640]
+    counted = []
+    hook = net.register_forward_pre_hook(lambda *_: counted.append(1))
+    judges.FAMILIES["cnn"].fit(net, x, y, max_steps=7)
+    hook.remove()
+    assert len(counted) == 7  # one forward pass per step (10 an epoch): stopped at the cap, not at 400
+    assert judges.FAMILIES["cnn"].recipe_for(dataset)["max_steps"] == dataset.judge_steps == 2000
+    capped = judges.judge_path(dataset, digits_data, 1, net, tmp_path)
+
+    class Uncapped(type(dataset)):
+        judge_steps = None
+
+    uncapped = judges.judge_path(Uncapped(), digits_data, 1, net, tmp_path)
+    assert capped != uncapped and "max_steps" not in judges.FAMILIES["cnn"].recipe_for(Uncapped())
 
 
 # ----------------------------------------------------------------------------- the second family
