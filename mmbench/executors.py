@@ -11,6 +11,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 from . import hookimpl
@@ -21,8 +23,18 @@ from .api import Executor, Option
 _worker_device: str | None = None
 
 
+def _exit_with(parent: int, every_s: float = 1.0) -> None:
+    """End this worker once the runner that started it is gone (killed, say): an orphaned
+    worker would train its cell on, unseen, beside the next runner's (seen: two stray workers
+    beside a resumed grid's two). Its cell resumes from its last epoch, like any killed run."""
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
+
+
 def _claim_device(devices, cpu_threads: int | None = None) -> None:
     global _worker_device
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True, name="exit-with-runner").start()
     _worker_device = devices.get()
     if cpu_threads:
         import torch

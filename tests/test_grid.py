@@ -92,6 +92,46 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_numbers(tmp_path, r
     assert [h["epoch"] for h in history] == list(range(1, 11))
 
 
+def test_workers_end_with_a_killed_runner(tmp_path):
+    """SIGKILL the runner of a two-worker grid: its worker processes end too (they would
+    otherwise train on, orphaned, beside whichever runner comes next)."""
+    out = tmp_path / "runs"
+    grid = [a if a != "10" else "100000" for a in GRID]  # cells that run until killed
+    cmd = [sys.executable, "-m", "mmbench.cli", "--plugins-dir", PLUGINS, "run", *grid, "--workers", "2",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = out / "tiny-digits" / "moe" / "seed-0" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2 and proc.poll() is None  # the pool's two (and its resource tracker)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [w for w in workers if _alive(w)]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and "multiprocessing.spawn" in (stat.parent / "cmdline").read_text():
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_corrupt_checkpoint_and_truncated_metrics_are_named_and_redone(tmp_path, reference):
     out = tmp_path / "runs"
     shutil.copytree(reference[0], out)
