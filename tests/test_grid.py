@@ -35,6 +35,7 @@ def one_thread(mmbench_home):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OMP_NUM_THREADS", "1")
         mp.setenv("MMBENCH_HOME", str(mmbench_home))
+        mp.setenv("COLUMNS", "4000")  # the run's own table wide, a row per posterior, as these tests read it
         yield
     torch.set_num_threads(threads)
 

@@ -30,7 +30,7 @@ def _install(tmp_path) -> dict:
 
 def test_mopoe_is_installed_on_its_own_and_runs_beside_moe(tmp_path, mmbench_home):
     # one thread: on a busy machine a second one's spin-waiting costs more than it brings
-    env = {**_install(tmp_path), "MMBENCH_HOME": str(mmbench_home), "OMP_NUM_THREADS": "1"}
+    env = {**_install(tmp_path), "MMBENCH_HOME": str(mmbench_home), "OMP_NUM_THREADS": "1", "COLUMNS": "4000"}
     listed = run_cli("plugins", env=env)
     assert "mopoe  (mmbench-mopoe 0.1.0)" in listed.stdout and "posterior mopoe" in listed.stdout
     assert "BROKEN" not in listed.stdout

@@ -194,7 +194,7 @@ def test_the_latent_probe_from_subsets(judged_contexts):
         share = math.comb(M - 1, k - 1) / math.comb(M, k)  # subsets holding m0
         assert abs(reads[f"latent_acc[k={k}]"].value - (share + (1 - share) * CHANCE)) < 0.06
     assert reads["latent_acc[k=3]"].details == {"subsets_used": 4, "subsets_of": 4, "items": 400,
-                                               "se": reads["latent_acc[k=3]"].details["se"]}
+                                               "se": reads["latent_acc[k=3]"].details["se"], "chance": 0.1}
 
 
 def test_sampled_subsets_are_recorded_and_enough_for_a_known_answer():
