@@ -150,7 +150,7 @@ def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Pat
     The dataset, the posterior, each metric and each artifact are configured with the spec's
     options; run.json records every one's option values ({owner: {option: value}}) under
     ``options``, and those that differ from their defaults under ``changed_options``.
-    ``trackers`` (configured :class:`mmbench.api.Tracker`\ s) follow the run; what they raise is
+    ``trackers`` (configured :class:`mmbench.api.Tracker` objects) follow the run; what they raise is
     kept in run.json's ``tracker_errors`` and never fails it."""
     run_dir = spec.directory(out)
     info_path = run_dir / "run.json"
