@@ -2,7 +2,8 @@
 
 ``recording``: writes every call it receives, in order, to ``<run_dir>/recorded.jsonl``.
 ``raising``: raises in its second ``log_epoch`` call; ``raising.at`` names another method
-to raise in instead."""
+to raise in instead.
+``absent``: a tracker whose package is not installed here."""
 
 import json
 from pathlib import Path
@@ -65,7 +66,16 @@ class Raising(Tracker):
         self._maybe_raise("finish")
 
 
+class Absent(Tracker):
+    name = "absent"
+    description = "needs a package that is not installed (a test plugin)"
+
+    def unavailable(self):
+        return "the absent-tracker package is not installed: pip install absent-tracker"
+
+
 @hookimpl
 def register_trackers(register):
     register(Recording())
     register(Raising())
+    register(Absent())
