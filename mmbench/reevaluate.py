@@ -73,7 +73,7 @@ def reevaluate(run_dir: Path, plugins, *, metrics: list[str] | None, options: di
     info.update(skipped_metrics={**previous_skips, **skipped}, evaluated=utc_now(), eval_s=time.perf_counter() - t0,
                 eval_s_per_metric=per_metric, **recorded_options([*chosen, *drawn], info))
     if drawn:
-        written, errors, skipped_artifacts = write_artifacts(ctx, drawn)
+        written, errors, skipped_artifacts = write_artifacts(ctx, drawn, plugins)
         names = {a.name for a in drawn}
         for key, new in (("artifacts", written), ("artifact_errors", errors), ("skipped_artifacts", skipped_artifacts)):
             info[key] = {**{k: v for k, v in info.get(key, {}).items() if k not in names}, **new}

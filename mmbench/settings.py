@@ -30,8 +30,8 @@ GRID = (
            type=str),
     Option("artifacts", None, "artifacts written beside each run, comma-separated (default: every one that applies; "
            "none: none)", type=str, many=True),
-    Option("trackers", None, "experiment trackers that follow each run, comma-separated, e.g. tensorboard,mlflow "
-           "(default: none)", type=str, many=True, aliases=("tracker",)),
+    Option("trackers", None, "experiment trackers that follow each run, comma-separated (default: none); "
+           "`mmbench plugins` lists them", type=str, many=True, aliases=("tracker",)),
 )
 #: a run's hyper-parameters; None: the dataset's default (the estimator: the posterior's first)
 TRAINING = (
