@@ -43,9 +43,8 @@ def main() -> None:
     plugins = get_plugins()
     torch.manual_seed(0)
     for run in args.runs:
-        info, dataset, posterior, model = load_trained(Path(run), plugins, torch.device("cpu"))
-        data = dataset.load(Path(args.data_dir))
-        names = [m.name for m in dataset.modalities]
+        info, dataset, data, posterior, model = load_trained(Path(run), plugins, torch.device("cpu"), Path(args.data_dir))
+        names = model.names
         with torch.no_grad():
             ratios = log_ratios(model, data.test.batch(torch.arange(args.items), names))
         print(f"{run}: median log q_i(z_j|x_i) - log q_j(z_j|x_j) (row i, column j)")

@@ -1,5 +1,5 @@
-"""The base classes a plugin subclasses: Modality, Dataset, Posterior, Metric, Executor — and
-Option, the declaration of a setting a plugin owns.
+"""The base classes a plugin subclasses: Modality, Dataset, Posterior, Metric, Artifact, Tracker,
+Executor — and Option, the declaration of a setting a plugin owns.
 
 The core only ever talks to these interfaces; it never names a concrete plugin.
 """
@@ -20,7 +20,8 @@ from .errors import MMBenchError, Unsupported
 from .model import MultimodalVAE
 
 __all__ = ["Option", "Configurable", "Modality", "Split", "PairedData", "Dataset", "ObjectiveResult",
-           "Posterior", "MetricValue", "Metric", "Executor", "MultimodalVAE", "Unsupported", "MMBenchError"]
+           "Posterior", "MetricValue", "Metric", "Artifact", "Tracker", "Executor", "MultimodalVAE", "Unsupported",
+           "MMBenchError"]
 
 
 # --------------------------------------------------------------------------- options
@@ -220,9 +221,15 @@ class Split:
 
 @dataclass
 class PairedData:
+    """A dataset's two splits as loaded. ``info`` is recorded in every run.json (sources, seeds,
+    versions); ``derived`` holds what loading derived from the files that the modalities need
+    (a vocabulary, a render gallery), for :meth:`Dataset.modalities_for`: it is neither recorded
+    nor part of the fingerprint."""
+
     train: Split
     test: Split
     info: dict = field(default_factory=dict)
+    derived: dict = field(default_factory=dict)
 
     def fingerprint(self, pairs: bool = True) -> str:
         """A content hash of the data (the pools, their labels, and the pairing unless
@@ -238,7 +245,7 @@ class PairedData:
         return h.hexdigest()[:16]
 
     def to(self, device) -> "PairedData":
-        return PairedData(self.train.to(device), self.test.to(device), self.info)
+        return PairedData(self.train.to(device), self.test.to(device), self.info, self.derived)
 
 
 class Dataset(Configurable):
@@ -269,12 +276,24 @@ class Dataset(Configurable):
 
     @property
     def modalities(self) -> list[Modality]:
+        """The modalities as declared, before any data is loaded (what ``mmbench plugins``
+        describes). Models and metrics use :meth:`modalities_for` the loaded data."""
         raise NotImplementedError
+
+    def modalities_for(self, data: PairedData) -> list[Modality]:
+        """The modalities of ``data`` (what :meth:`load` returned), in the order of its index
+        columns: what a model is built from and metrics read. A dataset whose modalities depend
+        on its files (a vocabulary of the training captions) builds them here from
+        ``data.derived``, never by changing itself while loading, so that a run evaluated in a
+        fresh process gets the same modalities. The default: :attr:`modalities`."""
+        return self.modalities
 
     def load(self, data_dir: Path, download: bool = False) -> PairedData:
         """The data, obtained from ``data_dir`` (fetched first when ``download``).
 
-        The data never depends on a run's seed: every run of a grid sees the same pairs."""
+        The data never depends on a run's seed: every run of a grid sees the same pairs. It
+        leaves the dataset as it was: what the modalities learn from the files goes into the
+        returned ``PairedData.derived``, for :meth:`modalities_for`."""
         raise NotImplementedError
 
 
@@ -351,6 +370,62 @@ class Metric(Configurable):
 
     def evaluate(self, ctx) -> Iterable[MetricValue]:
         raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- artifacts
+class Artifact(Configurable):
+    """Files written beside a trained run for a person to look at (PNG, JSON, HTML): pictures
+    of samples, a report. It reads the model through the same :class:`EvalContext` metrics get
+    and yields no numbers; the runner lists what it wrote in run.json (``artifacts``) and the
+    leaderboard links it. An artifact that raises is reported and never fails the run."""
+
+    name: str
+    description: str = ""
+
+    def skip_reason(self, ctx) -> str | None:
+        """Why this artifact cannot be made on ctx's dataset or model, or None when it can."""
+        return None
+
+    def write(self, ctx, folder: Path) -> list[Path]:
+        """Write the files into ``folder`` (``<run_dir>/artifacts/<name>/``, made empty for it)
+        and return their paths. Write each atomically (``mmbench.results.atomic_write_bytes``)."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- trackers
+class Tracker(Configurable):
+    """Follows runs in an experiment tracker (TensorBoard, MLflow, ...), picked with
+    ``mmbench run --tracker NAME``; none by default. A configured copy serves one run and may
+    keep state on itself: ``start``, then ``log_epoch`` after each epoch, ``log_metrics`` and
+    ``log_artifact`` once evaluated, and ``finish``. A tracker that raises is reported on stderr
+    and in run.json (``tracker_errors``), is not called again in that run, and never fails it."""
+
+    name: str
+    description: str = ""
+
+    def unavailable(self) -> str | None:
+        """Why this tracker cannot run here (a package that is not installed, with the command
+        that installs it), or None. Checked before a grid creates anything."""
+        return None
+
+    def start(self, run_info: dict) -> None:
+        """A run begins (or resumes): ``run_info`` holds ``run_dir`` (where files of the run may
+        go), ``name`` (``<dataset>/<posterior>/seed-<n>``), ``spec``, ``resolved_hparams``,
+        ``options``, ``provenance`` and ``data``, as run.json records them."""
+
+    def log_epoch(self, epoch: int, values: dict) -> None:
+        """One epoch finished (1-based): ``values`` as run.json's ``history`` holds it for the
+        epoch — ``bound`` (the training bound, per item), ``seconds``, ``step_ms``,
+        ``decoder_passes``. A resumed run logs its earlier epochs again first."""
+
+    def log_metrics(self, rows: list[dict]) -> None:
+        """The evaluated run's metrics.jsonl rows (``metric``, ``value``, ``family``, ``unit``, ...)."""
+
+    def log_artifact(self, path: Path) -> None:
+        """A file an artifact wrote (an absolute path inside the run directory)."""
+
+    def finish(self, status: str) -> None:
+        """The run ended with ``status`` (``done`` or ``failed``), as run.json will say."""
 
 
 # --------------------------------------------------------------------------- executors

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from .allocator import keep_freed_memory
 from .errors import MMBenchError
-from .settings import ARITHMETIC, CORE, GRID, MODALITY_COUNT, TRAINING, Assignment, aliases, parse_assignment, unknown_setting
+from .settings import (ARITHMETIC, CORE, CORE_ALIASES, GRID, MODALITY_COUNT, OWNERS, TRAINING, Assignment, aliases,
+                       parse_assignment, unknown_setting)
 
 #: the commands that read no plugin (the others load them before their flags are parsed; the
 #: leaderboard reads them for datasets renamed since a run and for the published numbers)
@@ -53,16 +54,17 @@ def _assignments(args, plugins) -> tuple[dict, list[Assignment]]:
             parsed = parse_assignment(value)
             if isinstance(parsed, Assignment):
                 assignments.append(parsed)
-            elif parsed[0] in CORE:
-                core[parsed[0]] = parsed[1]
+            elif CORE_ALIASES.get(parsed[0], parsed[0]) in CORE:
+                core[CORE_ALIASES.get(parsed[0], parsed[0])] = parsed[1]
             else:
                 raise MMBenchError(f"--set {value}: {unknown_setting(parsed[0], plugins)}")
     return core, assignments
 
 
-def _add_plugin_options(parser, plugins, kinds=("datasets", "posteriors", "metrics", "executors")) -> None:
+def _add_plugin_options(parser, plugins,
+                        kinds=("datasets", "posteriors", "metrics", "artifacts", "trackers", "executors")) -> None:
     parser.add_argument("--set", action=_Given, metavar="OWNER.NAME=VALUE", dest="given",
-                        help="an option of a dataset, posterior, metric or executor, addressed by that one's name "
+                        help=f"an option of {OWNERS}, addressed by that one's name "
                              "(repeatable; `mmbench plugins` lists every option)")
     if plugins is None:
         return
@@ -121,17 +123,24 @@ def cmd_evaluate(args) -> int:
     options: dict[str, dict] = {}
     for assignment in assignments:
         with located(assignment.where):
-            metric = owner(plugins, assignment.owner, assignment.name) if assignment.owner else None
-            if metric is None or metric.name not in plugins.metrics:
-                raise MMBenchError("evaluate takes metrics' options only")
-            options.setdefault(metric.name, {}).update(metric.parse_options({assignment.name: assignment.value}))
+            item = owner(plugins, assignment.owner, assignment.name) if assignment.owner else None
+            if item is None or (item.name not in plugins.metrics and item.name not in plugins.artifacts):
+                raise MMBenchError("evaluate takes metrics' and artifacts' options only")
+            options.setdefault(item.name, {}).update(item.parse_options({assignment.name: assignment.value}))
     data_dir = Path(args.data_dir) if args.data_dir else _default_home() / "data"
     metrics = CORE["metrics"].parse(args.metrics) if args.metrics else None
-    info, rows = reevaluate(Path(args.run_dir), plugins, metrics=metrics, options=options,
-                            data_dir=data_dir, cache_dir=_default_home() / "cache", device=resolve_device(args.device))
+    artifacts = CORE["artifacts"].parse(args.artifacts) if args.artifacts else None
+    info, rows = reevaluate(Path(args.run_dir), plugins, metrics=metrics, options=options, data_dir=data_dir,
+                            cache_dir=_default_home() / "cache", device=resolve_device(args.device), artifacts=artifacts)
     for name, reason in sorted(info.get("skipped_metrics", {}).items()):
         print(f"mmbench: skipped {name}: {reason}", file=sys.stderr)
     print(f"{args.run_dir}: {len(rows)} metric values evaluated, metrics.jsonl rewritten")
+    for name in artifacts or []:
+        if name in info.get("artifacts", {}):
+            print(f"{args.run_dir}: artifact {name} written again ({len(info['artifacts'][name])} files)")
+        elif name in info.get("artifact_errors", {}) or name in info.get("skipped_artifacts", {}):
+            why = info.get("artifact_errors", {}).get(name) or info["skipped_artifacts"][name]
+            print(f"mmbench: artifact {name} not written: {why}", file=sys.stderr)
     return 0
 
 
@@ -151,6 +160,9 @@ def cmd_plugins(args) -> int:
             for name in names:
                 item = getattr(plugins, kind).get(name)
                 print(f"    {'published' if kind == 'published' else kind[:-1]:<9} {name:<16} {_describe(kind, item)}")
+                why = item.unavailable() if kind == "trackers" else None
+                if why:
+                    print(f"{'':<30}not available here: {why}")
                 if getattr(item, "by_default", False):
                     print(f"{'':<30}run when a grid names no {kind[:-1]} (by_default)")
                 for option in getattr(item, "options", ()):
@@ -165,8 +177,10 @@ def _describe(kind: str, item) -> str:
         return f"{item.description}\n{'':<30}modalities: {mods}\n{'':<30}defaults: {defaults}"
     if kind == "posteriors":
         return f"{item.description} [estimators: {', '.join(item.estimators)}]"
-    if kind == "executors":
+    if kind in ("executors", "artifacts"):
         return item.description
+    if kind == "trackers":
+        return f"{item.description} (off unless picked: --tracker {item.name})"
     if kind == "published":
         return f"published results in {item.path}"
     arrow = "↑" if item.higher_is_better else "↓"
@@ -187,7 +201,7 @@ def cmd_leaderboard(args) -> int:
     records, notes = renamed(scan_runs(root), plugins)  # runs of a renamed dataset under its name today
     published = collect(plugins) if args.published else None
     print(render(records, args.format, provenance=args.provenance, transpose=args.transpose,
-                 pairs=args.pairs, published=published))
+                 pairs=args.pairs, published=published, root=root))
     for note in notes:
         print(f"mmbench: {note}", file=sys.stderr)
     return 0
@@ -209,9 +223,10 @@ def cmd_published(args) -> int:
 
 # ------------------------------------------------------------------------------ parser
 def _add_core_flag(parser, option) -> None:
-    """A flag of one core setting; its value is checked with the setting's declaration later,
-    with the grid file's, so that both fail alike (one line)."""
-    flags = [f"--{option.name.replace('_', '-')}"] + ([f"-{option.name}"] if len(option.name) == 1 else [])
+    """A flag of one core setting (and of each of its aliases); its value is checked with the
+    setting's declaration later, with the grid file's, so that both fail alike (one line)."""
+    flags = ([f"--{option.name.replace('_', '-')}"] + ([f"-{option.name}"] if len(option.name) == 1 else [])
+             + [f"--{alias.replace('_', '-')}" for alias in option.aliases])
     parser.add_argument(*flags, dest=option.name, metavar=option.name.upper(), help=option.help)
 
 
@@ -244,7 +259,9 @@ def build_parser(plugins=None) -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", help="a run directory (the one holding run.json and checkpoint.pt)")
     evaluate.add_argument("--metrics", help="metric families to evaluate again, comma-separated (default: all "
                                             "that apply); other rows are kept")
-    _add_plugin_options(evaluate, plugins, kinds=("metrics",))
+    evaluate.add_argument("--artifacts", help="artifacts to write again, comma-separated (default: none); "
+                                              "run.json's listing of them is replaced")
+    _add_plugin_options(evaluate, plugins, kinds=("metrics", "artifacts"))
     evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     evaluate.add_argument("--data-dir", help="where datasets live (default: $MMBENCH_HOME/data)")
     evaluate.set_defaults(func=cmd_evaluate)

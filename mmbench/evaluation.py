@@ -17,6 +17,9 @@ BATCH = 1024
 
 @dataclass
 class EvalContext:
+    """What a metric or an artifact reads: the configured dataset, its data on the device, the
+    trained model and its posterior."""
+
     dataset: object
     data: object  # PairedData on the device
     model: object
@@ -24,20 +27,29 @@ class EvalContext:
     device: torch.device
     seed: int = 0
     cache_dir: Path | None = None
-    #: the run's directory, where metrics that draw pictures save them (None: nowhere)
+    #: the run's directory (artifacts write below it; None: there is none)
     run_dir: Path | None = None
+    #: the modalities of ``data``, those the model was built from; None: ``dataset.modalities_for(data)``
+    modalities: list | None = None
     _judges: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.modalities is None:
+            derive = getattr(self.dataset, "modalities_for", None)
+            self.modalities = list(derive(self.data) if derive is not None and self.data is not None
+                                   else self.dataset.modalities)
 
     @property
     def names(self) -> list[str]:
-        return [m.name for m in self.dataset.modalities]
+        return [m.name for m in self.modalities]
 
     def judge(self, m: int, kind: str = "cnn"):
         """The judge of modality m in family ``kind`` (``cnn`` or ``ridge``, see
         :mod:`mmbench.judges`): a :class:`mmbench.judges.Judge` (net, test_acc, digest), trained
         once and cached; None if the modality has no classifier."""
         if (m, kind) not in self._judges:
-            self._judges[(m, kind)] = judges.get_judge(self.dataset, self.data, m, self.cache_dir, kind)
+            self._judges[(m, kind)] = judges.get_judge(self.dataset, self.data, m, self.cache_dir, kind,
+                                                       modalities=self.modalities)
         return self._judges[(m, kind)]
 
     def test_rows(self, limit: int | None = None) -> Tensor:
@@ -76,5 +88,5 @@ class EvalContext:
     @torch.no_grad()
     def decode_means(self, d: int, z: Tensor) -> Tensor:
         """The decoder's representative output for modality d at latents z [N, D], batched."""
-        modality = self.dataset.modalities[d]
+        modality = self.modalities[d]
         return torch.cat([modality.decode_mean(self.model.decode(d, z[i:i + BATCH])) for i in range(0, len(z), BATCH)])

@@ -38,9 +38,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .api import Executor
+from .artifacts import resolve_artifacts
 from .errors import MMBenchError
 from .runner import RunSpec, resolve_estimator, resolve_metrics
-from .settings import ARITHMETIC, CORE, HPARAMS, MODALITY_COUNT, Assignment, alias, chosen, located, owner, unknown_setting
+from .settings import (ARITHMETIC, CORE, CORE_ALIASES, HPARAMS, MODALITY_COUNT, Assignment, alias, chosen, located,
+                       owner, unknown_setting)
+from .tracking import require_available, resolve_trackers
 
 #: grid-file tables that are not owners: the core's hyper-parameters grouped, and options of every dataset
 HPARAMS_TABLE, EVERY_DATASET_TABLE = "hparams", "data_options"
@@ -78,6 +81,7 @@ def load_grid_file(path: Path, plugins) -> Layer:
 
     def setting(key: str, value) -> None:
         name = key.replace("-", "_")
+        name = CORE_ALIASES.get(name, name)
         if name in CORE:
             layer.core[name] = value
             return
@@ -115,6 +119,8 @@ class GridJob:
     plugins_dir: str | None = None
     progress: bool = True
     executor: str = ""
+    #: the trackers following each cell: {name: the options set}
+    trackers: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
 
@@ -127,6 +133,8 @@ class Grid:
     data_dir: Path | None
     device: str
     executor: Executor  # configured
+    #: the trackers following each cell: {name: the options set}
+    trackers: dict = field(default_factory=dict)
 
 
 def plan(layers: list[Layer], plugins) -> Grid:
@@ -141,6 +149,8 @@ def plan(layers: list[Layer], plugins) -> Grid:
     posteriors = chosen(plugins.posteriors, core["posteriors"], "posteriors")
     metric_names = core["metrics"]
     metrics = resolve_metrics(plugins, metric_names)  # unknown names fail here
+    artifacts = resolve_artifacts(plugins, core["artifacts"])
+    trackers = resolve_trackers(plugins, core["trackers"])
     executor_name = core["executor"] or chosen(plugins.executors, None, "executor")[0].name
 
     # Plugin options, in the order given; an option of "every dataset" goes to each of the grid's.
@@ -162,7 +172,10 @@ def plan(layers: list[Layer], plugins) -> Grid:
     datasets = [configured(d) for d in datasets]
     posteriors = [configured(p) for p in posteriors]
     metrics = [configured(m) for m in metrics]
-    metric_options = {m.name: m.changed_options for m in metrics if m.changed_options}
+    artifacts = [configured(a) for a in artifacts]
+    trackers = [configured(t) for t in trackers]
+    require_available(trackers)  # a package a tracker needs is missing: before anything is made
+    metric_options = {m.name: m.changed_options for m in [*metrics, *artifacts] if m.changed_options}
     for posterior in posteriors:
         resolve_estimator(posterior, core["estimator"])  # a posterior without it fails here
 
@@ -180,10 +193,11 @@ def plan(layers: list[Layer], plugins) -> Grid:
             options.update(metric_options)
             for seed in core["seeds"]:
                 cells.append(RunSpec(dataset.name, posterior.name, seed, dict(hp), metric_names,
-                                     dict(dataset.changed_options), dict(options)))
+                                     dict(dataset.changed_options), dict(options), core["artifacts"]))
     out = Path(core["out"])
     writable_folder(out, "--out")
-    return Grid(cells, out, Path(core["data_dir"]) if core["data_dir"] else None, core["device"], executor)
+    return Grid(cells, out, Path(core["data_dir"]) if core["data_dir"] else None, core["device"], executor,
+                {t.name: t.changed_options for t in trackers})
 
 
 def writable_folder(path: Path, flag: str) -> None:
@@ -239,8 +253,9 @@ def run_cell(spec: RunSpec, job: GridJob, plugins, device, data_cache: dict | No
         print(f"{label(spec)} -> {run_dir}", file=sys.stderr)
         check_run_dir(run_dir)
         try:
+            trackers = [plugins.trackers.get(name).configure(**options) for name, options in job.trackers.items()]
             info = execute(spec, plugins, out=job.out, data_dir=job.data_dir, cache_dir=job.cache_dir,
-                           device=device, progress=job.progress, data=data)
+                           device=device, progress=job.progress, data=data, trackers=trackers)
         except MMBenchError:
             raise
         except Exception as exc:  # one broken cell must not end a grid of hours
@@ -282,21 +297,22 @@ def run_grid(grid: Grid, plugins, *, plugins_dir: str | None, home: Path, progre
         for spec in grid.cells:
             options = {owner: values for owner, values in {spec.dataset: spec.dataset_options, **spec.options}.items()
                        if values}
-            print(f"{label(spec)} -> {spec.directory(grid.out)}  {spec.hparams}  options={options}")
+            trackers = f"  trackers={', '.join(grid.trackers)}" if grid.trackers else ""
+            print(f"{label(spec)} -> {spec.directory(grid.out)}  {spec.hparams}  options={options}{trackers}")
         return 0
     resolve_device(grid.device)  # an unknown or absent device fails before any cell
     executor = grid.executor
     job = GridJob(out=grid.out, data_dir=grid.data_dir or home / "data", cache_dir=home / "cache", device=grid.device,
                   plugins_dir=str(Path(plugins_dir).resolve()) if plugins_dir else None, progress=progress,
-                  executor=executor.name)
+                  executor=executor.name, trackers=grid.trackers)
     infos = executor.run(grid.cells, job, plugins)
     errors = [i["reason"] for i in infos if i.get("status") == "error"]
     if errors:
         raise MMBenchError(errors[0])
     wanted = {spec.directory(grid.out) for spec in grid.cells}
     records = [r for r in scan_runs(grid.out) if r.path in wanted]
-    wide = render(records, "md", expected=grid.cells)
+    wide = render(records, "md", expected=grid.cells, root=grid.out)
     # one row per posterior when it fits the terminal, else one row per metric (piped: COLUMNS or 80)
-    print(wide if fits(wide, shutil.get_terminal_size().columns) else render(records, "md", expected=grid.cells,
-                                                                             transpose=True))
+    print(wide if fits(wide, shutil.get_terminal_size().columns)
+          else render(records, "md", expected=grid.cells, transpose=True, root=grid.out))
     return 0 if all(i.get("status") == "done" for i in infos) else 1

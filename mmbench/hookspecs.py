@@ -27,6 +27,20 @@ def register_metrics(register):
 
 
 @hookspec
+def register_artifacts(register):
+    """Register artifacts: call ``register(artifact)`` with :class:`mmbench.api.Artifact` objects,
+    each writing files beside a trained run (pictures, JSON, HTML) through the evaluation context
+    metrics get. run.json lists what each wrote; the leaderboard links it."""
+
+
+@hookspec
+def register_trackers(register):
+    """Register experiment trackers: call ``register(tracker)`` with :class:`mmbench.api.Tracker`
+    objects, each receiving a run's start, per-epoch bound, metrics, artifacts and end (to
+    TensorBoard, MLflow, ...), picked with ``mmbench run --tracker NAME``; none by default."""
+
+
+@hookspec
 def register_executors(register):
     """Register executors: call ``register(executor)`` with :class:`mmbench.api.Executor`
     objects, each carrying out the cells of a grid somewhere (``local``: this machine; a

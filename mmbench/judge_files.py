@@ -39,7 +39,7 @@ def export_judges(dataset, data, cache_dir: Path, out_dir: Path, kinds=tuple(FAM
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
     for kind in kinds:
-        for m, modality in enumerate(dataset.modalities):
+        for m, modality in enumerate(dataset.modalities_for(data)):
             judge = get_judge(dataset, data, m, cache_dir, kind)
             if judge is None:
                 continue

@@ -140,34 +140,40 @@ def accuracy(net: nn.Module, x: Tensor, y: Tensor) -> float:
     return (predict(net, x) == y).float().mean().item()
 
 
-def untrained(dataset, data, m: int, kind: str = "cnn") -> nn.Module | None:
+def modality_of(dataset, data, m: int, modalities=None):
+    """Modality ``m`` of ``data``: of ``modalities`` when given, else ``dataset.modalities_for(data)``."""
+    return (modalities if modalities is not None else dataset.modalities_for(data))[m]
+
+
+def untrained(dataset, data, m: int, kind: str = "cnn", modalities=None) -> nn.Module | None:
     """The judge network of modality ``m`` and family ``kind`` as built before training (fixed
     seed, whatever the run's), or None when the modality has no judge."""
-    modality = dataset.modalities[m]
+    modality = modality_of(dataset, data, m, modalities)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RECIPE["seed"])
         net = family(kind).build(modality, dataset.num_classes, data.train.pools[modality.name])
     return None if net is None else net.to(data.train.index.device)
 
 
-def judge_path(dataset, data, m: int, net: nn.Module, cache_dir: Path, kind: str = "cnn") -> Path:
+def judge_path(dataset, data, m: int, net: nn.Module, cache_dir: Path, kind: str = "cnn", modalities=None) -> Path:
     """Where the judge of modality ``m`` and family ``kind`` is kept: its name carries its key."""
-    modality, chosen = dataset.modalities[m], family(kind)
+    modality, chosen = modality_of(dataset, data, m, modalities), family(kind)
     tag = "" if chosen.name == "cnn" else f"-{chosen.name}"
     key = _key(data.fingerprint(pairs=False), modality, net, chosen.recipe_for(dataset))
     return Path(cache_dir) / "judges" / f"{dataset.name}-{modality.name}{tag}-{key}.pt"
 
 
-def get_judge(dataset, data, m: int, cache_dir: Path | None, kind: str = "cnn") -> Judge | None:
+def get_judge(dataset, data, m: int, cache_dir: Path | None, kind: str = "cnn", modalities=None) -> Judge | None:
     """The judge of modality ``m`` in family ``kind``, trained once and kept in ``cache_dir``;
-    None if the modality has no classifier."""
-    net = untrained(dataset, data, m, kind)
+    None if the modality has no classifier. ``modalities``: those of ``data`` (default
+    ``dataset.modalities_for(data)``)."""
+    net = untrained(dataset, data, m, kind, modalities)
     if net is None:
         return None
-    name, device = dataset.modalities[m].name, data.train.index.device
+    name, device = modality_of(dataset, data, m, modalities).name, data.train.index.device
     if cache_dir is None:
         return _train(net, dataset, data, name, device, kind)
-    path = judge_path(dataset, data, m, net, cache_dir, kind)
+    path = judge_path(dataset, data, m, net, cache_dir, kind, modalities)
     cached = _load(net, path, device)
     if cached is not None:
         return cached

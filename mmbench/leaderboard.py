@@ -7,6 +7,10 @@ Formats: ``md`` (pipe table), ``latex`` (tabular) and ``csv`` (long:
 ``dataset,posterior,metric,mean,std,n,unit,higher_is_better,status``; ``status`` is an
 addition to DESIGN.md's form so that failed and missing cells are rows there too).
 
+Under an md table, one line per run that wrote artifacts (run.json's ``artifacts``) links
+each of its files, relative to the results directory (``root``): a leaderboard saved there as
+a Markdown file links the pictures beside it.
+
 With more than three modalities the columns of modality pairs (``coherence_cross[a->b]``,
 ``loglik[m|n]``, …: M(M−1) and more each) are left out of the md and latex tables unless asked
 for (``pairs``), so that the per-modality and per-k summaries are what a reader sees; a note
@@ -32,6 +36,8 @@ PAIR_COLUMNS_UP_TO = 3
 #: metric declares (in the order they first appear), then the runner's cost
 FIRST_CRITERIA = ("latent factorisation", "cross coherence", "joint coherence", "synergy")
 LAST_CRITERIA = ("cost",)
+#: the line above an md table's links to the runs' artifacts
+ARTIFACTS_HEADING = "Artifacts:"
 
 
 def scan_runs(root: Path) -> list[RunRecord]:
@@ -117,8 +123,10 @@ def summarise(records: list[RunRecord], expected=None):
 
 
 def fits(table: str, width: int) -> bool:
-    """True when no line of ``table`` is wider than ``width`` characters."""
-    return max((len(line) for line in table.splitlines()), default=0) <= width
+    """True when no line of ``table`` is wider than ``width`` characters (the links to
+    artifacts under it aside: they may wrap)."""
+    lines = table.split(f"\n\n{ARTIFACTS_HEADING}\n", 1)[0].splitlines()
+    return max((len(line) for line in lines), default=0) <= width
 
 
 def _best(rows, metrics) -> set[tuple]:
@@ -187,7 +195,7 @@ def _left_out_note(hidden: set[str], metrics) -> str:
 
 # ------------------------------------------------------------------------------ the formats
 def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance: bool = False,
-           transpose: bool = False, pairs: bool = False, published=None) -> str:
+           transpose: bool = False, pairs: bool = False, published=None, root: Path | None = None) -> str:
     """The leaderboard of ``records`` in ``fmt``; ``expected`` (run specs) makes cells that
     have no run directory yet show as missing. ``transpose``: one row per metric and one
     column per (dataset, posterior) instead, for when there are many metrics (md, latex),
@@ -195,7 +203,9 @@ def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance:
     ``pairs``: keep the columns of modality pairs that are left out above three modalities.
     ``published`` (mmbench.published records): marked rows of the papers' numbers after each
     dataset's runs, where dataset and metric match (never bold: the best is among the runs).
-    A cell whose two coherence judges disagree (mmbench.judge_agreement) is marked †."""
+    A cell whose two coherence judges disagree (mmbench.judge_agreement) is marked †. An md
+    table ends with links to the runs' artifacts, relative to ``root`` (the results directory;
+    None: as the runs' paths are)."""
     if fmt not in FORMATS:
         from .errors import MMBenchError
 
@@ -258,6 +268,9 @@ def render(records: list[RunRecord], fmt: str = "md", expected=None, provenance:
         lines += ["", *(f"% {esc(n)}" if latex else f"- {n}" for n in notes)]
     if provenance and not latex:
         lines += ["", _provenance(records), "", _seconds(records)]
+    links = [] if latex else artifact_links(records, root)
+    if links:
+        lines += ["", ARTIFACTS_HEADING, *links]
     return "\n".join(lines)
 
 
@@ -298,6 +311,32 @@ def _grouped(lines: list[list[str]], names: list[str], readings: dict, esc, bold
             label = lines[i][0] + (f" (chance {own:.3g})" if own is not None and shared is None else "")
             out.append([label] + lines[i][1:])
     return out
+
+
+def artifact_links(records: list[RunRecord], root: Path | None = None) -> list[str]:
+    """One md line per finished run that wrote artifacts: the run, then each file as a link
+    relative to ``root`` (``- digits/moe/seed-0: pictures [samples_joint.png](digits/moe/...)``)."""
+    lines = []
+    for r in records:
+        listed = r.info.get("artifacts") if r.status == "done" else None
+        if not isinstance(listed, dict) or not any(listed.values()):
+            continue
+        where = _relative(r.path, root)
+        parts = []
+        for name, paths in listed.items():
+            files = ", ".join(f"[{Path(p).name}]({(where / p).as_posix()})" for p in paths)
+            parts.append(f"{name} {files}")
+        lines.append(f"- {where.as_posix()}: " + "; ".join(parts))
+    return lines
+
+
+def _relative(path: Path, root: Path | None) -> Path:
+    if root is None:
+        return Path(path)
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return Path(path)
 
 
 def _csv(rows, metrics) -> str:

@@ -23,7 +23,7 @@ from .errors import PluginError
 from .registry import Provenance, Registry
 
 ENV_FILTER = "MMBENCH_LOAD_PLUGINS"
-HOOKS = ("datasets", "posteriors", "metrics", "executors", "published")
+HOOKS = ("datasets", "posteriors", "metrics", "artifacts", "trackers", "executors", "published")
 #: the core's own implementations, registered exactly like a plugin's (and never filtered out)
 DEFAULT_PLUGINS = ("mmbench.executors",)
 
@@ -44,6 +44,8 @@ class Plugins:
     datasets: Registry
     posteriors: Registry
     metrics: Registry
+    artifacts: Registry
+    trackers: Registry
     executors: Registry
     published: Registry
     plugins: list[LoadedPlugin]
@@ -112,7 +114,7 @@ def _load_file(path: Path) -> ModuleType:
 
 def load_plugins(plugins_dir: str | os.PathLike | None = None) -> Plugins:
     """Load every plugin and collect what it registers. Never raises for a broken plugin."""
-    from .api import Dataset, Executor, Metric, Posterior  # the base classes the registries check
+    from .api import Artifact, Dataset, Executor, Metric, Posterior, Tracker  # the base classes the registries check
     from .published import PublishedFile
 
     pm = pluggy.PluginManager("mmbench")
@@ -122,6 +124,8 @@ def load_plugins(plugins_dir: str | os.PathLike | None = None) -> Plugins:
         "datasets": Registry("datasets", Dataset),
         "posteriors": Registry("posteriors", Posterior),
         "metrics": Registry("metrics", Metric),
+        "artifacts": Registry("artifacts", Artifact),
+        "trackers": Registry("trackers", Tracker),
         "executors": Registry("executors", Executor),
         "published": Registry("published files", PublishedFile),
     }

@@ -1,5 +1,6 @@
 """``mmbench evaluate RUN_DIR``: evaluate a finished run again from its checkpoint, without
-training — after a new metric arrives, or to spend more samples on an estimate."""
+training — after a new metric arrives, or to spend more samples on an estimate — and write
+artifacts of it again."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .artifacts import resolve_artifacts, write_artifacts
 from .errors import MMBenchError
 from .renames import as_current
 from .evaluation import EvalContext
@@ -16,8 +18,9 @@ from .runner import evaluate_metrics, recorded_options, resolve_metrics, upgrade
 from .train import load_checkpoint
 
 
-def load_trained(run_dir: Path, plugins, device: torch.device):
-    """(run.json contents, dataset, posterior, model) of a finished run, the model in eval mode."""
+def load_trained(run_dir: Path, plugins, device: torch.device, data_dir: Path):
+    """(run.json contents, dataset, its data on ``device``, posterior, model) of a finished run,
+    the model in eval mode, built from the modalities of the data loaded from ``data_dir``."""
     run_dir = Path(run_dir)
     info = read_json(run_dir / "run.json")
     if info is None:
@@ -36,24 +39,27 @@ def load_trained(run_dir: Path, plugins, device: torch.device):
                            f"of {hp['epochs']}; it is not the finished model")
     dataset = plugins.datasets.get(spec["dataset"]).configure(**spec["dataset_options"])
     posterior = plugins.posteriors.get(spec["posterior"]).configure(**spec["options"].get(spec["posterior"], {}))
-    model = posterior.build_model(dataset.modalities, hp["latent_dim"])
+    data = dataset.load(Path(data_dir)).to(device)
+    model = posterior.build_model(dataset.modalities_for(data), hp["latent_dim"])
     model.load_state_dict(checkpoint["model"])
-    return info, dataset, posterior, model.to(device).eval()
+    return info, dataset, data, posterior, model.to(device).eval()
 
 
 def reevaluate(run_dir: Path, plugins, *, metrics: list[str] | None, options: dict, data_dir: Path,
-               cache_dir: Path, device: torch.device) -> tuple[dict, list[dict]]:
+               cache_dir: Path, device: torch.device, artifacts: list[str] | None = None) -> tuple[dict, list[dict]]:
     """Evaluate ``metrics`` (None: every registered one) on the run's checkpoint and rewrite
     metrics.jsonl atomically: rows of the evaluated metric families are replaced, all other
     rows (cost, families not named) are kept. Each metric is configured with the options the
-    run was given, then ``options`` ({metric: {option: value}}, e.g. more samples for an
-    estimate) over them. Returns (the updated run.json contents, the new rows)."""
+    run was given, then ``options`` ({metric or artifact: {option: value}}, e.g. more samples
+    for an estimate) over them. ``artifacts`` (None: none) are written again, and run.json's
+    listing of them replaced. Returns (the updated run.json contents, the new rows)."""
     run_dir = Path(run_dir)
     chosen = resolve_metrics(plugins, metrics)  # unknown names fail before any work
-    info, dataset, posterior, model = load_trained(run_dir, plugins, device)
+    drawn = resolve_artifacts(plugins, artifacts) if artifacts is not None else []
+    info, dataset, data, posterior, model = load_trained(run_dir, plugins, device, data_dir)
     given = upgrade_spec(as_current(info, plugins)["spec"], plugins)["options"]
     chosen = [m.configure(**{**given.get(m.name, {}), **options.get(m.name, {})}) for m in chosen]
-    data = dataset.load(Path(data_dir)).to(device)
+    drawn = [a.configure(**{**given.get(a.name, {}), **options.get(a.name, {})}) for a in drawn]
     ctx = EvalContext(dataset=dataset, data=data, model=model, posterior=posterior, device=device,
                       seed=info["spec"]["seed"], cache_dir=cache_dir, run_dir=run_dir)
     t0 = time.perf_counter()
@@ -65,6 +71,11 @@ def reevaluate(run_dir: Path, plugins, *, metrics: list[str] | None, options: di
     previous_skips = {k: v for k, v in info.get("skipped_metrics", {}).items() if k not in families}
     per_metric = {**info.get("eval_s_per_metric", {}), **seconds}
     info.update(skipped_metrics={**previous_skips, **skipped}, evaluated=utc_now(), eval_s=time.perf_counter() - t0,
-                eval_s_per_metric=per_metric, **recorded_options(chosen, info))
+                eval_s_per_metric=per_metric, **recorded_options([*chosen, *drawn], info))
+    if drawn:
+        written, errors, skipped_artifacts = write_artifacts(ctx, drawn, plugins)
+        names = {a.name for a in drawn}
+        for key, new in (("artifacts", written), ("artifact_errors", errors), ("skipped_artifacts", skipped_artifacts)):
+            info[key] = {**{k: v for k, v in info.get(key, {}).items() if k not in names}, **new}
     atomic_write_json(run_dir / "run.json", info)
     return info, rows

@@ -3,6 +3,7 @@ metric, and record it all in the run directory. A finished run is never redone."
 
 from __future__ import annotations
 
+import copy
 import platform
 import subprocess
 import sys
@@ -16,12 +17,14 @@ import torch
 
 from . import __version__
 from .acceleration import compile_pays, cpu_bf16_support, prepare_model, resolve_precision
+from .artifacts import resolve_artifacts, write_artifacts
 from .errors import MMBenchError, Unsupported
 from .evaluation import EvalContext
 from .renames import refuse_foreign
 from .integrity import resumable_checkpoint
 from .results import SCHEMA_VERSION, atomic_write_json, differences, read_json, utc_now, write_metrics
 from .settings import HPARAMS, alias
+from .tracking import RunTrackers
 from .train import Diverged, TrainConfig, train
 
 
@@ -30,9 +33,9 @@ class RunSpec:
     """One cell of a grid: which data, which posterior, which seed, with what settings.
 
     ``hparams`` holds the core's training settings (:data:`mmbench.settings.TRAINING`, the
-    dataset's defaults filled in); ``dataset_options`` and ``options`` ({posterior or metric:
-    {option: value}}) hold the plugin options that differ from their defaults, so that a run
-    given a default explicitly is the same run as one given nothing."""
+    dataset's defaults filled in); ``dataset_options`` and ``options`` ({posterior, metric or
+    artifact: {option: value}}) hold the plugin options that differ from their defaults, so that
+    a run given a default explicitly is the same run as one given nothing."""
 
     dataset: str
     posterior: str
@@ -41,6 +44,7 @@ class RunSpec:
     metrics: list[str] | None = None  # None: every metric that applies
     dataset_options: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
+    artifacts: list[str] | None = None  # None: every artifact that applies; ["none"]: none
 
     def directory(self, out: Path) -> Path:
         return Path(out) / self.dataset / self.posterior / f"seed-{self.seed}"
@@ -62,13 +66,14 @@ def upgrade_spec(spec: dict, plugins) -> dict:
     if spec.get("dataset") in plugins.datasets:
         dataset_options = plugins.datasets.get(spec["dataset"]).configure(**dataset_options).changed_options
     for name, values in list(options.items()):
-        item = next((r.get(name) for r in (plugins.posteriors, plugins.metrics) if name in r), None)
+        item = next((r.get(name) for r in (plugins.posteriors, plugins.metrics, plugins.artifacts) if name in r), None)
         values = item.configure(**values).changed_options if item is not None else values
         if values:
             options[name] = values
         else:
             del options[name]
-    return {**spec, "hparams": hparams, "dataset_options": dataset_options, "options": options}
+    # runs from before artifacts were a kind of their own wrote every one that applied
+    return {"artifacts": None, **spec, "hparams": hparams, "dataset_options": dataset_options, "options": options}
 
 
 def recorded_options(items, record: dict | None = None) -> dict:
@@ -131,16 +136,22 @@ def provenance(plugins, spec: RunSpec, device: torch.device) -> dict:
 
 
 def resolve_metrics(plugins, names: list[str] | None):
+    """The metrics ``names`` (None: every registered one), each typo refused."""
+    for name in names or []:
+        if name not in plugins.metrics and name in plugins.artifacts:
+            raise MMBenchError(f"'{name}' is an artifact, not a metric: pass --artifacts {name}")
     return [plugins.metrics.get(n) for n in names] if names else list(plugins.metrics)
 
 
 def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Path, device: torch.device,
-            progress: bool = True, data=None) -> dict:
+            progress: bool = True, data=None, trackers=()) -> dict:
     """Carry out one run and return its run.json contents. Skips a finished run.
 
-    The dataset, the posterior and each metric are configured with the spec's options; run.json
-    records every one's option values ({owner: {option: value}}) under ``options``, and those
-    that differ from their defaults under ``changed_options``."""
+    The dataset, the posterior, each metric and each artifact are configured with the spec's
+    options; run.json records every one's option values ({owner: {option: value}}) under
+    ``options``, and those that differ from their defaults under ``changed_options``.
+    ``trackers`` (configured :class:`mmbench.api.Tracker` objects) follow the run; what they raise is
+    kept in run.json's ``tracker_errors`` and never fails it."""
     run_dir = spec.directory(out)
     info_path = run_dir / "run.json"
     previous = read_json(info_path) if info_path.exists() else None
@@ -156,50 +167,69 @@ def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Pat
     dataset = plugins.datasets.get(spec.dataset).configure(**spec.dataset_options)
     posterior = plugins.posteriors.get(spec.posterior).configure(**spec.options.get(spec.posterior, {}))
     metrics = [m.configure(**spec.options.get(m.name, {})) for m in resolve_metrics(plugins, spec.metrics)]
+    artifacts = [a.configure(**spec.options.get(a.name, {})) for a in resolve_artifacts(plugins, spec.artifacts)]
     hp = {**spec.hparams, "estimator": resolve_estimator(posterior, spec.hparams["estimator"]),
           "precision": resolve_precision(spec.hparams.get("precision"), device),  # bf16 where there is none: an error
           "compile": compile_pays(spec.hparams.get("compile"), device)}
     if data is None:
         data = dataset.load(data_dir).to(device)
+    modalities = dataset.modalities_for(data)
 
     info = {"schema": SCHEMA_VERSION, "spec": asdict(spec), "resolved_hparams": hp,
-            **recorded_options([dataset, posterior, *metrics]), "status": "running", "started": (previous or {}).get("started", utc_now()),
+            **recorded_options([dataset, posterior, *metrics, *artifacts, *trackers]), "status": "running",
+            "started": (previous or {}).get("started", utc_now()),
             "provenance": provenance(plugins, spec, device), "data": data.info}
+    following = RunTrackers(trackers, plugins)
+    if following:
+        info["trackers"] = [t.name for t in trackers]
     atomic_write_json(info_path, info)
 
     torch.manual_seed(spec.seed)
-    model = posterior.build_model(dataset.modalities, hp["latent_dim"]).to(device)
+    model = posterior.build_model(modalities, hp["latent_dim"]).to(device)
     info["provenance"]["layout"] = prepare_model(model, hp["precision"], compile=hp["compile"])["layout"]
     cfg = TrainConfig(**{f.name: hp[f.name] for f in fields(TrainConfig) if f.name != "seed"}, seed=spec.seed)
     checkpoint = run_dir / "checkpoint.pt"
     resume = resumable_checkpoint(checkpoint, cfg, model)  # a bad or foreign one is named, set aside
+    run_info = {**copy.deepcopy(info), "run_dir": str(run_dir.resolve()),
+                "name": f"{spec.dataset}/{spec.posterior}/seed-{spec.seed}"}
+    following.start(run_info, history=resume["history"] if resume else [])
     try:
-        history = train(model, posterior, data.train, cfg, checkpoint=checkpoint, resume=resume, progress=progress)
+        history = train(model, posterior, data.train, cfg, checkpoint=checkpoint, resume=resume, progress=progress,
+                        on_epoch=following.log_epoch)
     except Diverged as exc:
         info.update(status="failed", reason=f"diverged: {exc}", last_finite_epoch=exc.last_finite_epoch, finished=utc_now())
-        atomic_write_json(info_path, info)
-        return info
+        return _finish(info, info_path, following)
     except Exception as exc:  # a plugin's objective or network raised: name it, keep the grid going
         traceback.print_exc(file=sys.stderr)
         info.update(status="failed", finished=utc_now(), reason=(
             f"training raised {type(exc).__name__}: {exc} (posterior '{posterior.name}' of "
             f"{plugins.posteriors.provenance(posterior.name)}, dataset '{dataset.name}' of "
             f"{plugins.datasets.provenance(spec.dataset)})"))
-        atomic_write_json(info_path, info)
-        return info
+        return _finish(info, info_path, following)
     train_s = sum(h["seconds"] for h in history)  # counts the epochs of an interrupted session too
 
     model.eval()
     ctx = EvalContext(dataset=dataset, data=data, model=model, posterior=posterior, device=device,
-                      seed=spec.seed, cache_dir=cache_dir, run_dir=run_dir)
+                      seed=spec.seed, cache_dir=cache_dir, run_dir=run_dir, modalities=modalities)
     t1 = time.perf_counter()
     eval_seconds: dict = {}
     rows, skipped = evaluate_metrics(ctx, metrics, plugins, eval_seconds)
     cost = _cost_rows(history, train_s)
     rows += cost
     write_metrics(run_dir / "metrics.jsonl", rows)
+    written, artifact_errors, skipped_artifacts = write_artifacts(ctx, artifacts, plugins)
     info.update(status="done", finished=utc_now(), train_s=train_s, eval_s=time.perf_counter() - t1,
-                eval_s_per_metric=eval_seconds, history=history, skipped_metrics=skipped)
+                eval_s_per_metric=eval_seconds, history=history, skipped_metrics=skipped, artifacts=written,
+                artifact_errors=artifact_errors, skipped_artifacts=skipped_artifacts)
+    return _finish(info, info_path, following, rows, [run_dir / p for paths in written.values() for p in paths])
+
+
+def _finish(info: dict, info_path: Path, following: RunTrackers, rows=(), artifact_paths=()) -> dict:
+    """The trackers told how the run ended (its metrics and artifacts when done), then run.json
+    written once with what they raised."""
+    following.finish(info["status"], rows, artifact_paths)
+    if following:
+        info["tracker_errors"] = dict(following.errors)
     atomic_write_json(info_path, info)
     return info
 

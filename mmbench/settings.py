@@ -2,7 +2,7 @@
 
 The core declares its own settings here as :class:`mmbench.api.Option`s: the grid (``GRID``)
 and training (``TRAINING``, a run's hyper-parameters). A plugin declares its own on the item
-that uses them (``options`` of a dataset, posterior, metric or executor), and a user addresses
+that uses them (``options`` of a dataset, posterior, metric, artifact, tracker or executor), and a user addresses
 them by that item's name, the owner: ``--set OWNER.NAME=VALUE`` on the command line, a
 ``[OWNER]`` table in a grid file. The command line's flags, the grid file's keys and a run's
 spec all derive from these declarations; nothing here names a plugin.
@@ -28,6 +28,10 @@ GRID = (
     Option("device", "auto", "auto (CUDA when present; the default), cpu, cuda, cuda:N"),
     Option("executor", None, "how cells run (default: the executor declaring by_default); `mmbench plugins` lists them",
            type=str),
+    Option("artifacts", None, "artifacts written beside each run, comma-separated (default: every one that applies; "
+           "none: none)", type=str, many=True),
+    Option("trackers", None, "experiment trackers that follow each run, comma-separated (default: none); "
+           "`mmbench plugins` lists them", type=str, many=True, aliases=("tracker",)),
 )
 #: a run's hyper-parameters; None: the dataset's default (the estimator: the posterior's first)
 TRAINING = (
@@ -48,12 +52,18 @@ ARITHMETIC = (
            "off (the default), on, auto (on CUDA only)", choices=("off", "on", "auto")),
 )
 CORE = {o.name: o for o in GRID + TRAINING + ARITHMETIC}
+#: other names of core settings: {alias: name} (``--tracker`` for ``--trackers``, in a grid file too)
+CORE_ALIASES = {alias: o.name for o in CORE.values() for alias in o.aliases}
+#: the value of ``artifacts`` that writes none
+NO_ARTIFACTS = "none"
 #: the dataset option that sets M, the modality count, of a dataset that takes one: set for
 #: every dataset of a grid by ``--modalities`` (a grid file's ``modalities``), swept by `mmbench cost`
 MODALITY_COUNT = "modalities"
 HPARAMS = tuple(o.name for o in TRAINING)
 #: the registries whose items may own options, in the order an owner's name is looked up
-OWNER_KINDS = ("datasets", "posteriors", "metrics", "executors")
+OWNER_KINDS = ("datasets", "posteriors", "metrics", "artifacts", "trackers", "executors")
+#: what an owner may be, in words
+OWNERS = "a dataset, posterior, metric, artifact, tracker or executor"
 
 
 class Assignment(NamedTuple):
@@ -82,8 +92,7 @@ def parse_assignment(text: str, where: str = "--set") -> Assignment | tuple[str,
     owner, dot, name = key.strip().rpartition(".")
     name = name.replace("-", "_")  # as flags spell them; an owner's name is kept as registered
     if not sep or not name or (dot and not owner):
-        raise MMBenchError(f"{where} {text}: expected OWNER.NAME=VALUE (OWNER: a dataset, posterior, metric "
-                           "or executor by its name)")
+        raise MMBenchError(f"{where} {text}: expected OWNER.NAME=VALUE (OWNER: {OWNERS}, by its name)")
     if not dot:
         return name, value.strip()
     return Assignment(owner, name, value.strip(), f"{where} {text}")
@@ -104,8 +113,8 @@ def owner(plugins, name: str, option: str) -> Configurable:
         known = sorted({item.name for _, item in items(plugins)})
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise MMBenchError(f"nothing registered is called '{name}'; {hint}options belong to a dataset, "
-                           f"posterior, metric or executor, by its name (`mmbench plugins` lists them)")
+        raise MMBenchError(f"nothing registered is called '{name}'; {hint}options belong to {OWNERS}, "
+                           "by its name (`mmbench plugins` lists them)")
     declaring = [item for item in found if any(o.name == option for o in item.options)]
     if len(declaring) > 1:
         raise MMBenchError(f"'{name}' names {len(declaring)} items that each declare '{option}'; rename one of them")
@@ -134,11 +143,11 @@ def alias(plugins, name: str) -> tuple[str, str] | None:
 
 
 def unknown_setting(name: str, plugins) -> MMBenchError:
-    known = sorted(CORE) + sorted(aliases(plugins))
+    known = sorted(CORE) + sorted(CORE_ALIASES) + sorted(aliases(plugins))
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'? " if close else ""
     return MMBenchError(f"unknown setting '{name}'; {hint}known: {', '.join(sorted(CORE))}, "
-                        "or OWNER.NAME for an option of a dataset, posterior, metric or executor")
+                        f"or OWNER.NAME for an option of {OWNERS}")
 
 
 def chosen(registry, names: list[str] | None, flag: str) -> list:

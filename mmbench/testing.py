@@ -1,13 +1,19 @@
 """Conformance checks a plugin author runs in their own tests, and the suite runs over every
 plugin it loads.
 
-    from mmbench.testing import check_dataset, check_metric, check_posterior, tiny_context
+    from mmbench.testing import check_artifact, check_dataset, check_metric, check_posterior, check_tracker, tiny_context
 
     def test_my_posterior():
         check_posterior(MyPosterior())          # bound finite, loss differentiable, cost as declared
 
     def test_my_metric():
         check_metric(MyMetric(), tiny_context(MyPosterior()))
+
+    def test_my_artifact(tmp_path):
+        check_artifact(MyArtifact(), tiny_context(MyPosterior(), run_dir=tmp_path))
+
+    def test_my_tracker(tmp_path):
+        check_tracker(MyTracker(), tmp_path)    # every call of a run, in order
 
 Each check collects every problem it finds and raises one :class:`ConformanceError` (an
 ``AssertionError``, so pytest shows it as a failed assertion) listing them, or returns what it
@@ -28,7 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .api import Dataset, Metric, MetricValue, Modality, ObjectiveResult, Option, PairedData, Posterior, Split
+from .api import (Artifact, Dataset, Metric, MetricValue, Modality, ObjectiveResult, Option, PairedData, Posterior,
+                  Split, Tracker)
 from .datasets import stratified_split
 from .distributions import LatentFamily
 from .errors import MMBenchError
@@ -268,8 +275,11 @@ def check_dataset(dataset: Dataset, data: PairedData | None = None, *, data_dir:
     - each split's pools hold every modality, shaped [n, *modality.shape], with a label each;
     - ``index`` is an integer [N, M] whose column j stays inside modality j's pool;
     - ``labels`` [N] equal the pool labels of every paired item, and lie in [0, num_classes);
-    - each modality's networks, likelihood, judge and rendering work on a few of its items
-      (:func:`check_modality`).
+    - ``modalities_for(data)`` gives modalities of the same names, and loading left the
+      dataset's own ``modalities`` as they were (what the modalities learn from the files goes
+      into ``data.derived``, so that a fresh process builds the same model);
+    - each of those modalities' networks, likelihood, judge and rendering work on a few of its
+      items (:func:`check_modality`).
 
     ``data`` defaults to ``dataset.load(data_dir)``, which raises mmbench.errors.DataError when
     the data are absent (a test may skip on it). Returns the data."""
@@ -289,10 +299,18 @@ def check_dataset(dataset: Dataset, data: PairedData | None = None, *, data_dir:
     _check_options(p, dataset)
     p.raise_if_any()
 
+    declared = [m.describe() for m in modalities]
     if data is None:
         data = dataset.load(Path(data_dir) if data_dir is not None else None)
     if not p.check(isinstance(data, PairedData), f"load() returned {type(data).__name__}, not a PairedData"):
         p.raise_if_any()
+    p.check([m.describe() for m in dataset.modalities] == declared,
+            "load() changed the dataset's own modalities; derive what depends on the files in "
+            "modalities_for(data) from data.derived instead")
+    modalities = list(dataset.modalities_for(data))
+    p.check([getattr(m, "name", None) for m in modalities] == names,
+            f"modalities_for(data) names {[getattr(m, 'name', None) for m in modalities]}, the dataset {names}")
+    p.raise_if_any()
     for split_name in ("train", "test"):
         split = getattr(data, split_name)
         _check_split(p, split, modalities, dataset.num_classes, split_name)
@@ -425,8 +443,8 @@ def tiny_context(posterior: Posterior, dataset: Dataset | None = None, data: Pai
                  run_dir: Path | None = None) -> EvalContext:
     """An EvalContext around a model trained briefly (``epochs`` on ``dataset``, default
     :class:`ToyDataset`), for metric tests (a metric's own settings: ``metric.configure(...)``);
-    judges are cached in ``cache_dir`` when given; metrics that save files (pictures) write
-    them under ``run_dir``."""
+    judges are cached in ``cache_dir`` when given; ``run_dir`` is the run directory artifacts
+    write below (:func:`check_artifact` needs one)."""
     dataset = dataset if dataset is not None else ToyDataset()
     device = torch.device(device)
     if data is None:
@@ -435,14 +453,108 @@ def tiny_context(posterior: Posterior, dataset: Dataset | None = None, data: Pai
             raise MMBenchError(f"tiny_context needs the data of dataset '{dataset.name}': pass data=dataset.load(dir)")
     data = data.to(device)
     torch.manual_seed(seed)
-    model = posterior.build_model(dataset.modalities, latent_dim).to(device)
+    modalities = dataset.modalities_for(data)
+    model = posterior.build_model(modalities, latent_dim).to(device)
     cfg = TrainConfig(epochs=epochs, K=K, batch_size=batch_size, lr=1e-3, estimator=posterior.estimators[0], seed=seed)
     train(model, posterior, data.train, cfg, progress=False)
     model.eval()
-    ctx = EvalContext(dataset=dataset, data=data, model=model, posterior=posterior, device=device, seed=seed,
-                      cache_dir=cache_dir)
-    ctx.run_dir = run_dir
-    return ctx
+    return EvalContext(dataset=dataset, data=data, model=model, posterior=posterior, device=device, seed=seed,
+                       cache_dir=cache_dir, run_dir=run_dir, modalities=modalities)
+
+
+# ----------------------------------------------------------------------------- artifacts
+def check_artifact(artifact: Artifact, ctx: EvalContext) -> list[Path] | str:
+    """An artifact's contract: its declarations, then its files on ``ctx`` (a
+    :func:`tiny_context` with a ``run_dir``), written as the runner writes them.
+
+    - name and description are non-empty strings; its ``options`` are well declared (as
+      :func:`check_metric` says);
+    - ``skip_reason(ctx)`` is None or a non-empty string;
+    - ``write(ctx, folder)`` returns at least one path, each a non-empty file it wrote inside
+      ``folder``, none twice.
+
+    Returns the paths, or the skip reason when the artifact does not apply to ctx."""
+    from .artifacts import artifact_folder
+
+    p = _Problems(f"artifact {getattr(artifact, 'name', artifact)!r}")
+    p.check(isinstance(artifact, Artifact), "is not a mmbench.api.Artifact")
+    for attribute in ("name", "description"):
+        value = getattr(artifact, attribute, None)
+        p.check(isinstance(value, str) and bool(value.strip()), f"declares no `{attribute}` (a non-empty string)")
+    _check_options(p, artifact)
+    if not p.check(ctx.run_dir is not None, "check_artifact needs a context with a run_dir "
+                   "(tiny_context(..., run_dir=tmp_path))"):
+        p.raise_if_any()
+    p.raise_if_any()
+    reason = artifact.skip_reason(ctx)
+    if reason is not None:
+        p.check(isinstance(reason, str) and bool(reason.strip()), f"skip_reason gave {reason!r}, not None or a reason")
+        p.raise_if_any()
+        return reason
+    folder = artifact_folder(ctx.run_dir, artifact.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    returned = artifact.write(ctx, folder)
+    paths = [Path(x) for x in returned or []]
+    p.check(bool(paths), "write returned no paths (it should return the files it wrote)")
+    p.check(len({x.resolve() for x in paths}) == len(paths), "write returned a path twice")
+    for path in paths:
+        if not p.check(path.is_file() and path.stat().st_size > 0, f"{path} is not a non-empty file"):
+            continue
+        try:
+            path.resolve().relative_to(folder.resolve())
+        except ValueError:
+            p.check(False, f"{path} lies outside the folder it was given ({folder})")
+    p.raise_if_any()
+    return paths
+
+
+# ----------------------------------------------------------------------------- trackers
+def check_tracker(tracker: Tracker, run_dir: Path, epochs: int = 3) -> Tracker:
+    """A tracker's contract, on a made-up run in ``run_dir`` (a temporary folder): its
+    declarations, then every call of a run in order — ``start``, ``log_epoch`` for each of
+    ``epochs`` epochs, ``log_metrics``, ``log_artifact`` (a small PNG), ``finish("done")`` —
+    each returning None without raising. Returns the tracker (configured copy) it ran, so that
+    a test can read back what it logged."""
+    p = _Problems(f"tracker {getattr(tracker, 'name', tracker)!r}")
+    p.check(isinstance(tracker, Tracker), "is not a mmbench.api.Tracker")
+    for attribute in ("name", "description"):
+        value = getattr(tracker, attribute, None)
+        p.check(isinstance(value, str) and bool(value.strip()), f"declares no `{attribute}` (a non-empty string)")
+    _check_options(p, tracker)
+    why = tracker.unavailable()
+    p.check(why is None or (isinstance(why, str) and bool(why.strip())), f"unavailable() gave {why!r}, not None or a reason")
+    p.raise_if_any()
+    if why:
+        raise ConformanceError(f"tracker {tracker.name!r} cannot run here: {why}")
+    from PIL import Image
+
+    run_dir = Path(run_dir)
+    picture = run_dir / "artifacts" / "check" / "picture.png"
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 6), (200, 30, 30)).save(picture)
+    spec = {"dataset": "toy", "posterior": "check", "seed": 0, "hparams": {"epochs": epochs, "K": 1},
+            "metrics": None, "dataset_options": {}, "options": {}, "artifacts": None}
+    run_info = {"run_dir": str(run_dir), "name": "toy/check/seed-0", "spec": spec,
+                "resolved_hparams": {**spec["hparams"], "estimator": "reparam"}, "options": {}, "provenance": {},
+                "data": {}}
+    configured = tracker.configure()
+    calls = [("start", (run_info,))]
+    calls += [("log_epoch", (e, {"bound": -100.0 + e, "seconds": 0.5, "step_ms": 2.0, "decoder_passes": 2}))
+              for e in range(1, epochs + 1)]
+    calls += [("log_metrics", ([{"metric": "coherence_cross[a->b]", "value": 0.5, "family": "coherence_cross",
+                                 "criterion": "cross coherence", "higher_is_better": True, "unit": "fraction"},
+                                {"metric": "train_s", "value": 1.5, "family": "cost", "criterion": "cost",
+                                 "higher_is_better": False, "unit": "s"}],)),
+              ("log_artifact", (picture,)), ("finish", ("done",))]
+    for method, args in calls:
+        try:
+            returned = getattr(configured, method)(*args)
+        except Exception as exc:
+            raise ConformanceError(f"tracker {tracker.name!r} does not conform:\n  - {method} raised "
+                                   f"{type(exc).__name__}: {exc}") from exc
+        p.check(returned is None, f"{method} returned {type(returned).__name__}; it returns nothing")
+    p.raise_if_any()
+    return configured
 
 
 # ----------------------------------------------------------------------------- a plugin module

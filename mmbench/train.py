@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -65,12 +66,14 @@ def make_optimizer(model, lr: float):
 
 
 def train(model, posterior, split: Split, cfg: TrainConfig, *, checkpoint: Path | None = None,
-          resume: dict | None = None, progress: bool = True) -> list[dict]:
+          resume: dict | None = None, progress: bool = True,
+          on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Train ``model`` with ``posterior``'s objective; returns one record per epoch.
 
     ``resume`` is a checkpoint dict from an interrupted run of the same config; training then
     continues from the epoch after it with the saved RNG states, so that the result equals
-    an uninterrupted run on the CPU."""
+    an uninterrupted run on the CPU. ``on_epoch(record)`` is called with each epoch's record
+    once its checkpoint is written (experiment trackers follow the run through it)."""
     names = model.names
     optimizer = make_optimizer(model, cfg.lr)
     history: list[dict] = []
@@ -127,4 +130,6 @@ def train(model, posterior, split: Split, cfg: TrainConfig, *, checkpoint: Path 
             atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                "rng": _rng_state(), "epoch": epoch + 1, "history": history,
                                "config": asdict(cfg)}, checkpoint)
+        if on_epoch is not None:
+            on_epoch(history[-1])
     return history

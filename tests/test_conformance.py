@@ -1,11 +1,12 @@
 """Every plugin the suite loads passes the same conformance checks a plugin author runs in their
-own tests (mmbench.testing): posteriors, datasets and metrics, one test each."""
+own tests (mmbench.testing): posteriors, datasets, metrics, artifacts and trackers, one test each."""
 
 import pytest
 
 from mmbench.errors import DataError
 from mmbench.plugins import get_plugins
-from mmbench.testing import ToyDataset, check_dataset, check_metric, check_posterior, tiny_context
+from mmbench.testing import (ToyDataset, check_artifact, check_dataset, check_metric, check_posterior, check_tracker,
+                             tiny_context)
 
 PLUGINS = get_plugins()
 
@@ -63,14 +64,7 @@ def contexts(mmbench_home, tmp_path_factory):
     return get
 
 
-#: plugins known not to conform, and why: each fails its check today (strict: fixing it makes this list wrong)
-KNOWN = {
-    "pictures": "writes PNGs into the run directory and yields no values: a metric with no unit and no rows",
-}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN[n]))
-                                  if n in KNOWN else n for n in PLUGINS.metrics.names()])
+@pytest.mark.parametrize("name", PLUGINS.metrics.names())
 def test_metric_conforms(name, contexts):
     metric = PLUGINS.metrics.get(name).configure(**QUICK.get(name, {}))
     reasons = {}
@@ -88,3 +82,28 @@ def test_metric_conforms(name, contexts):
         assert values and all(v.name for v in values)
         return
     pytest.skip(f"metric '{name}' applies to none of the datasets here: {reasons}")
+
+
+@pytest.mark.parametrize("name", PLUGINS.artifacts.names())
+def test_artifact_conforms(name, contexts):
+    artifact = PLUGINS.artifacts.get(name)
+    reasons = {}
+    for where in ["toy", "toy+caption"]:
+        ctx = contexts(where)
+        written = check_artifact(artifact, ctx)
+        if isinstance(written, str):
+            reasons[where] = written
+            continue
+        assert all(p.is_relative_to(ctx.run_dir / "artifacts" / name) for p in written)
+        return
+    pytest.skip(f"artifact '{name}' applies to neither toy dataset: {reasons}")
+
+
+@pytest.mark.parametrize("name", PLUGINS.trackers.names())
+def test_tracker_conforms(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    tracker = PLUGINS.trackers.get(name)
+    if tracker.unavailable():
+        pytest.skip(f"tracker '{name}' cannot run here: {tracker.unavailable()}")
+    check_tracker(tracker, tmp_path)
+    assert any(tmp_path.rglob("*")), "the tracker wrote nothing beside the run"

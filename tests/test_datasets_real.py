@@ -1,6 +1,9 @@
 """The real-data datasets (MMVAE §4: MNIST–SVHN, CUB images ↔ captions) and the generated
 M-modality set, loaded through the same code users run, from small files in the real formats."""
 
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -291,7 +294,7 @@ def test_cub_loads_images_and_their_ten_captions(cub):
 
 def test_cub_vocabulary_is_words_seen_more_than_three_times_in_training(cub):
     dataset, data, _, _ = cub
-    caption = dataset.modalities[1]
+    caption = dataset.modalities_for(data)[1]
     vocab = caption.vocab
     assert vocab[:3] == ["<pad>", "<eos>", "<unk>"] and len(vocab) == len(set(vocab))
     for word in ("bird", "crown", "red", "blue", "brown", ".", "very", "small", "feathers"):
@@ -310,7 +313,7 @@ def test_cub_vocabulary_is_words_seen_more_than_three_times_in_training(cub):
 
 def test_cub_networks_likelihoods_and_render(cub):
     dataset, data, root, (train, _) = cub
-    image, caption = dataset.modalities
+    image, caption = dataset.modalities_for(data)
     x_img, x_cap = data.train.pools["image"][:3], data.train.pools["caption"][:3]
     enc_i, dec_i, enc_c, dec_c = image.encoder(8), image.decoder(8), caption.encoder(8), caption.decoder(8)
     assert enc_i(x_img).shape == (3, 16) and enc_c(x_cap).shape == (3, 16)
@@ -328,6 +331,20 @@ def test_cub_networks_likelihoods_and_render(cub):
     expected = np.asarray(Image.open(path).convert("RGB").resize(shown.shape[:2][::-1]))
     assert shown.dtype == np.uint8 and np.array_equal(shown, expected)
     assert isinstance(caption.render(x_cap[0]), str)
+
+
+def test_cub_loading_leaves_the_dataset_as_it_was(plugins, cub):
+    """What the modalities learn from the files (the vocabulary, the gallery) is derived from the
+    loaded data, never stored on the dataset: a fresh process builds the model it trained."""
+    dataset, data, _, _ = cub
+    for declared in (dataset.modalities, plugins.datasets.get("cub").configure(weights="none", image_size=64).modalities):
+        image, caption = declared
+        assert not caption.loaded and image.gallery is None
+        with pytest.raises(MMBenchError, match="dataset.modalities_for"):
+            caption.encoder(8)
+    image, caption = dataset.modalities_for(data.to("cpu"))
+    assert caption.loaded and len(caption.vocab) == data.info["vocab_size"] and image.gallery[1]
+    assert [m.describe() for m in dataset.modalities_for(data)] == [m.describe() for m in (image, caption)]
 
 
 def test_cub_features_are_computed_once(cub, monkeypatch):
@@ -428,3 +445,48 @@ def test_download_goes_through_torchvision_into_the_layout_read(plugins, tmp_pat
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
     with pytest.raises(DataError, match="downloading MNIST/SVHN into .* failed .*no route to host"):
         plugins.datasets.get("mnist-svhn").load(tmp_path / "elsewhere", download=True)
+
+
+# ----------------------------------------------------------------------------- evaluate in a fresh process
+def _run_then_evaluate(tmp_path, dataset: str, data_dir, extra, prelude: str = ""):
+    """``mmbench run`` (one epoch), then ``mmbench evaluate`` on its run, each in a fresh
+    Python process (after ``prelude``): what a person does the next day."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MMBENCH_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "runs"
+    common = ["--data-dir", str(data_dir)]
+    run = ["run", "--dataset", dataset, "--posteriors", "poe", "--epochs", "1", "--K", "1", "--latent-dim", "4",
+           "--metrics", "latent_acc", "--artifacts", "none", "--out", str(out), "--quiet", *common, *extra]
+    script = f"import sys\n{prelude}\nfrom mmbench.cli import main\nsys.exit(main(sys.argv[1:]))"
+    for args in (run, None):
+        if args is None:
+            run_dir = out / dataset / "poe" / "seed-0"
+            args = ["evaluate", str(run_dir), "--metrics", "latent_acc", "--artifacts", "pictures", *common]
+        proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "done" and "evaluated" in info
+    assert "latent_acc[joint]" in (run_dir / "metrics.jsonl").read_text()
+    assert info["artifacts"]["pictures"] and info["artifact_errors"] == {}
+    return proc, info
+
+
+def test_a_cub_run_is_evaluated_in_a_fresh_process(tmp_path):
+    write_tiny_cub(tmp_path / "data")
+    proc, info = _run_then_evaluate(tmp_path, "cub", tmp_path / "data",
+                                    ["--set", "cub.weights=none", "--set", "cub.image_size=64"])
+    assert "metric values evaluated" in proc.stdout
+
+
+def test_a_mnist_svhn_run_is_evaluated_in_a_fresh_process(tmp_path):
+    write_tiny_mnist_svhn(tmp_path / "data", np.random.default_rng(0))
+    # the tiny files stand in for the published ones: each fresh process is told their MD5s
+    md5 = {p.name: file_md5(p) for p in [*(tmp_path / "data" / "MNIST" / "raw").iterdir(),
+                                         *(tmp_path / "data" / "SVHN").iterdir()]}
+    prelude = (f"from mmbench_mnist_svhn import sources\nmd5 = {md5!r}\n"
+               "sources.MNIST_MD5 = {k: v for k, v in md5.items() if k.endswith('.gz')}\n"
+               "sources.SVHN_MD5 = {k: v for k, v in md5.items() if k.endswith('.mat')}")
+    _run_then_evaluate(tmp_path, "mnist-svhn", tmp_path / "data", ["--set", "mnist-svhn.partners=2"], prelude)

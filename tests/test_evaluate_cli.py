@@ -16,9 +16,10 @@ def test_evaluate_a_finished_run_again(tmp_path, mmbench_home):
     out = tmp_path / "runs"
     proc = run_cli("run", "--posteriors", "poe", "--epochs", "1", "--batch-size", "1024", "--latent-dim", "4",
                    "--data-option", "partners=1", "--metrics", "loglik", "--loglik-samples", "8",
-                   "--loglik-items", "3", "--out", str(out), "--quiet", env=env)
+                   "--loglik-items", "3", "--artifacts", "none", "--out", str(out), "--quiet", env=env)
     assert proc.returncode == 0, proc.stderr
     run_dir = out / "digits" / "poe" / "seed-0"
+    assert json.loads((run_dir / "run.json").read_text())["artifacts"] == {} and not (run_dir / "artifacts").exists()
     first = _rows(run_dir)
     loglik = {r["metric"]: r for r in first if r["family"] == "loglik"}
     details = dict(loglik["loglik[grey|grey]"]["details"])
@@ -37,11 +38,14 @@ def test_evaluate_a_finished_run_again(tmp_path, mmbench_home):
     info["spec"]["dataset_options"] = {"partners": "1"}
     (run_dir / "run.json").write_text(json.dumps(info))
 
-    proc = run_cli("evaluate", str(run_dir), "--metrics", "pictures,loglik", "--loglik-samples", "16", env=env)
+    proc = run_cli("evaluate", str(run_dir), "--metrics", "loglik", "--artifacts", "pictures", "--loglik-samples", "16",
+                   env=env)
     assert proc.returncode == 0, proc.stderr
     assert (run_dir / "checkpoint.pt").stat().st_mtime == checkpoint_time  # nothing trained
-    for name in ("samples_joint", "reconstructions", "traversal_grey", "traversal_colour", "traversal_caption", "kl"):
-        assert (run_dir / f"{name}.png").exists(), name
+    pictures = ("samples_joint", "reconstructions", "traversal_grey", "traversal_colour", "traversal_caption", "kl")
+    for name in pictures:
+        assert (run_dir / "artifacts" / "pictures" / f"{name}.png").exists(), name
+    assert "artifact pictures written again (7 files)" in proc.stdout
     second = _rows(run_dir)
     assert {r["metric"] for r in first} == {r["metric"] for r in second}  # cost rows kept, loglik replaced
     again = {r["metric"]: r for r in second if r["family"] == "loglik"}
@@ -51,6 +55,8 @@ def test_evaluate_a_finished_run_again(tmp_path, mmbench_home):
                        "items": 3}  # items: the run's, read from its former name
     info = json.loads((run_dir / "run.json").read_text())
     assert info["options"]["loglik"]["samples"] == 16 and info["status"] == "done"
+    assert info["artifacts"]["pictures"] == sorted([f"artifacts/pictures/{n}.png" for n in pictures]
+                                                   + ["artifacts/pictures/kl.json"])
     assert info["changed_options"]["loglik"] == {"samples": 16, "items": 3}
 
 
@@ -60,4 +66,4 @@ def test_evaluate_needs_a_run_directory_and_metric_options(tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "run.json" in proc.stderr
     proc = run_cli("evaluate", str(tmp_path / "nowhere"), "--set", "moe.K=3", env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
-    assert "--set moe.K=3: evaluate takes metrics' options only" in proc.stderr
+    assert "--set moe.K=3: evaluate takes metrics' and artifacts' options only" in proc.stderr

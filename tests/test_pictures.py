@@ -1,5 +1,6 @@
-"""Figures 4, 5 and 7 as PNG files of the expected grid sizes, and per-dimension KL checked
-against the closed form for Gaussians."""
+"""Figures 4, 5 and 7 as PNG files of the expected grid sizes, written by the ``pictures``
+artifact through the artifact contract, and per-dimension KL checked against the closed form
+for Gaussians."""
 
 import json
 
@@ -7,8 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from mmbench.artifacts import write_artifacts
 from mmbench.distributions import DiagonalNormal, Factorised, normal_kl
 from mmbench.evaluation import EvalContext
+from mmbench.testing import check_artifact
 from mmbench_pictures import ITEMS, JOINT_SAMPLES, TRAVERSAL_STEPS, Pictures
 from mmbench_pictures.divergence import kl_per_dim
 from mmbench_pictures.grid import CELL, HEADER, PAD, TEXT_WIDTH
@@ -18,19 +21,27 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 LATENT = 3
 
 
-@pytest.fixture(scope="module")
-def pictures_dir(plugins, digits_data, tmp_path_factory):
+FILES = {"samples_joint.png", "reconstructions.png", "traversal_grey.png", "traversal_colour.png",
+         "traversal_caption.png", "kl.png", "kl.json"}
+
+
+def _context(plugins, digits_data, run_dir):
     dataset = plugins.datasets.get("digits")
     posterior = plugins.posteriors.get("moe")
     torch.manual_seed(0)
-    model = posterior.build_model(dataset.modalities, LATENT).eval()
+    model = posterior.build_model(dataset.modalities_for(digits_data), LATENT).eval()
+    return EvalContext(dataset=dataset, data=digits_data, model=model, posterior=posterior,
+                       device=torch.device("cpu"), run_dir=run_dir)
+
+
+@pytest.fixture(scope="module")
+def pictures_dir(plugins, digits_data, tmp_path_factory):
+    """The folder the artifact wrote, as the runner has it write: <run_dir>/artifacts/pictures/."""
     run_dir = tmp_path_factory.mktemp("run")
-    ctx = EvalContext(dataset=dataset, data=digits_data, model=model, posterior=posterior,
-                      device=torch.device("cpu"), run_dir=run_dir)
-    metric = Pictures()
-    assert metric.skip_reason(ctx) is None
-    assert list(metric.evaluate(ctx)) == []
-    return run_dir
+    paths = check_artifact(Pictures(), _context(plugins, digits_data, run_dir))
+    folder = run_dir / "artifacts" / "pictures"
+    assert {p.name for p in paths} == FILES and all(p.parent == folder for p in paths)
+    return folder
 
 
 def expected_size(column_widths, rows):
@@ -79,7 +90,21 @@ def test_per_dimension_kl_matches_the_gaussian_closed_form():
     assert torch.allclose(kl_per_dim(q, p, samples=200_000), exact, atol=0.02)
 
 
-def test_skipped_without_a_run_directory(plugins, digits_data):
-    dataset = plugins.datasets.get("digits")
-    ctx = EvalContext(dataset=dataset, data=digits_data, model=None, posterior=None, device=torch.device("cpu"))
-    assert "run directory" in Pictures().skip_reason(ctx)
+def test_the_runner_lists_the_files_relative_to_the_run(plugins, digits_data, tmp_path):
+    """What run.json's ``artifacts`` holds; a stale file of an earlier session is not listed."""
+    stale = tmp_path / "artifacts" / "pictures" / "traversal_gone.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    written, errors, skipped = write_artifacts(_context(plugins, digits_data, tmp_path), [Pictures()], plugins)
+    assert errors == {} and skipped == {}
+    assert written == {"pictures": sorted(f"artifacts/pictures/{name}" for name in FILES)}
+    assert not stale.exists()
+
+
+def test_pictures_is_an_artifact_not_a_metric(plugins):
+    assert "pictures" in plugins.artifacts and "pictures" not in plugins.metrics
+    from mmbench.errors import MMBenchError
+    from mmbench.runner import resolve_metrics
+
+    with pytest.raises(MMBenchError, match="'pictures' is an artifact, not a metric: pass --artifacts pictures"):
+        resolve_metrics(plugins, ["latent_acc", "pictures"])

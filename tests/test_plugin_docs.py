@@ -16,7 +16,7 @@ import pytest
 from mmbench import api, hookspecs
 from mmbench.evaluation import EvalContext
 from mmbench.plugins import load_plugins
-from mmbench.testing import check_dataset, check_metric, check_posterior, tiny_context
+from mmbench.testing import check_artifact, check_dataset, check_metric, check_posterior, check_tracker, tiny_context
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ def _members(cls) -> set[str]:
 
 
 CLASSES = [api.Option, api.Configurable, api.Modality, api.Dataset, api.Split, api.PairedData, api.Posterior,
-           api.ObjectiveResult, api.Metric, api.MetricValue, api.Executor, EvalContext]
+           api.ObjectiveResult, api.Metric, api.MetricValue, api.Artifact, api.Tracker, api.Executor, EvalContext]
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
@@ -89,9 +89,16 @@ def test_every_hook_example_is_a_plugin_that_loads_and_conforms(tmp_path):
         check_dataset(loaded.datasets.get(name), data_dir=tmp_path / "data")
     for name in by_kind["posteriors"]:
         check_posterior(loaded.posteriors.get(name))
-    ctx = tiny_context(loaded.posteriors.get(by_kind["posteriors"][0]))
+    ctx = tiny_context(loaded.posteriors.get(by_kind["posteriors"][0]), run_dir=tmp_path / "run")
     for name in by_kind["metrics"]:
         assert check_metric(loaded.metrics.get(name), ctx)
+    for name in by_kind["artifacts"]:
+        (csv,) = check_artifact(loaded.artifacts.get(name), ctx)
+        assert len(csv.read_text().splitlines()) == 1 + min(200, len(ctx.data.test))
+    for name in by_kind["trackers"]:
+        check_tracker(loaded.trackers.get(name), tmp_path / "tracked")
+        lines = (tmp_path / "tracked" / "log.csv").read_text().splitlines()
+        assert lines[-1] == "toy/check/seed-0,3,status,done" and len(lines) == 1 + 3 + 2 + 1 + 1
 
 
 def test_the_options_example_declares_what_the_cli_and_the_grid_file_set(tmp_path, capsys):

@@ -76,7 +76,7 @@ class ImageLanguageCCA(Metric):
         self.k, self.max_train_pairs, self.fasttext = k, max_train_pairs, fasttext
 
     def skip_reason(self, ctx):
-        mods = ctx.dataset.modalities
+        mods = ctx.modalities
         if not any(is_text(m) for m in mods):
             return "needs a text modality (image–language coherence)"
         if not image_text_pairs(mods):
@@ -87,7 +87,7 @@ class ImageLanguageCCA(Metric):
 
     # ---------------------------------------------------------------- features
     def _features(self, ctx, a: int, x: torch.Tensor) -> np.ndarray:
-        modality = ctx.dataset.modalities[a]
+        modality = ctx.modalities[a]
         out = []
         for i in range(0, len(x), BATCH):
             part = x[i:i + BATCH]
@@ -96,11 +96,11 @@ class ImageLanguageCCA(Metric):
         return np.concatenate(out)
 
     def _sentences(self, ctx, t: int, tokens: torch.Tensor) -> list[list[str]]:
-        modality = ctx.dataset.modalities[t]
+        modality = ctx.modalities[t]
         return [modality.detokenise(row).split() for row in tokens.tolist()]
 
     def _embedding(self, ctx, t: int):
-        modality = ctx.dataset.modalities[t]
+        modality = ctx.modalities[t]
         words = [w for w in modality.vocab if w not in ("<pad>", "<eos>")]
         sentences = self._sentences(ctx, t, ctx.data.train.pools[ctx.names[t]])
         return fit_sentence_embedding(sentences, words, ctx.cache_dir, **self.fasttext)
@@ -114,7 +114,7 @@ class ImageLanguageCCA(Metric):
     # ---------------------------------------------------------------- metric
     def evaluate(self, ctx):
         names, data = ctx.names, ctx.data
-        pairs = image_text_pairs(ctx.dataset.modalities)
+        pairs = image_text_pairs(ctx.modalities)
         embeddings = {}
         for a, t in pairs:
             if t not in embeddings:

@@ -6,6 +6,11 @@ more than 3 times in the training captions (categorical likelihood, convolutiona
 networks over learnt word embeddings). For a person, a generated feature vector is shown as
 its nearest training image, a generated caption as its words.
 
+What the modalities learn from the files — the vocabulary, the training images a feature
+vector is shown as — is derived by ``load`` into the data (``PairedData.derived``) and the
+modalities are built from it by ``modalities_for(data)``: the dataset itself never changes,
+so a run evaluated in a fresh process builds the model it trained.
+
 The captions' likelihood is weighted 1 and the features' by 32/2048 (tokens per caption over
 feature dimensions), the balance the paper's released code applies (its ``llik_scaling``), as
 λ_MNIST balances MNIST against SVHN. Defaults are the paper's: D = 128, K = 50, batch 64,
@@ -47,10 +52,10 @@ class FeatureModality(Modality):
     generated vector as its nearest training image."""
 
     def __init__(self, name: str, size: int = features.FEATURES, *, hidden=(1024, 512, 256),
-                 scale: float = FEATURE_SCALE, weight: float = 1.0):
+                 scale: float = FEATURE_SCALE, weight: float = 1.0, gallery: tuple[Tensor, list[Path]] | None = None):
         self.name, self.shape, self.hidden = name, (size,), tuple(hidden)
         self.scale, self.weight = scale, weight
-        self.gallery: tuple[Tensor, list[Path]] | None = None
+        self.gallery = gallery
 
     def describe(self):
         widths = "-".join(str(w) for w in (self.shape[0], *self.hidden))
@@ -80,7 +85,8 @@ class FeatureModality(Modality):
     def nearest(self, x: Tensor) -> Tensor:
         """Indices of the training items nearest (Euclidean) to each vector of x [B, F]."""
         if self.gallery is None:
-            raise MMBenchError(f"'{self.name}' shows a vector as its nearest training image: load the dataset first")
+            raise MMBenchError(f"'{self.name}' shows a vector as its nearest training image: render with the "
+                               "modalities of the loaded data, dataset.modalities_for(data)")
         bank = self.gallery[0].to(x.device, x.dtype)
         return torch.cdist(x.reshape(-1, self.shape[0]), bank).argmin(-1)
 
@@ -105,20 +111,27 @@ class Cub(Dataset):
                "or none (untrained, for tests)", choices=features.WEIGHTS),
         Option("image_size", 224, "the crop fed to the ResNet, in pixels", low=32),
     )
-    #: configured copies, one per option set, so that the instance a run loads (which learns the
-    #: vocabulary and the render gallery) is the one its model and metrics use
-    _instances: dict = {}
-
-    def __init__(self):
-        self._modalities = self._new_modalities()
 
     @staticmethod
-    def _new_modalities():
-        return [FeatureModality("image", weight=MAX_LEN / features.FEATURES), CaptionModality("caption")]
+    def _modalities_from(vocab: list[str] | None = None, gallery=None) -> list[Modality]:
+        return [FeatureModality("image", weight=MAX_LEN / features.FEATURES, gallery=gallery),
+                CaptionModality("caption", vocab=vocab)]
+
+    def __init__(self):
+        self._declared = self._modalities_from()
 
     @property
     def modalities(self):
-        return self._modalities
+        """As declared: the caption's vocabulary is that of the files, known once loaded."""
+        return self._declared
+
+    def modalities_for(self, data: PairedData) -> list[Modality]:
+        """The caption modality with the vocabulary of the training captions, the image modality
+        with its gallery (the training features and their image files): what ``load`` derived."""
+        derived = data.derived
+        if "vocab" not in derived:
+            raise MMBenchError("these data were not loaded by the 'cub' dataset (no vocabulary derived)")
+        return self._modalities_from(derived["vocab"], (data.train.pools["image"], derived["gallery"]))
 
     @property
     def weights(self) -> str:
@@ -127,14 +140,6 @@ class Cub(Dataset):
     @property
     def image_size(self) -> int:
         return self.option_values["image_size"]
-
-    def configure(self, **values) -> "Cub":
-        configured = super().configure(**values)
-        key = tuple(sorted(configured.option_values.items()))
-        if key not in Cub._instances:
-            configured._modalities = self._new_modalities()
-            Cub._instances[key] = configured
-        return Cub._instances[key]
 
     def load(self, data_dir: Path, download: bool = False) -> PairedData:
         if download:
@@ -150,9 +155,8 @@ class Cub(Dataset):
         paths = [files.image_path(layout, n) for n in every]
         feats = features.cached_features(layout.root, every, paths, self.weights, self.image_size)
         feats = {"train": feats[:len(layout.train)], "test": feats[len(layout.train):]}
-        image, caption = self._modalities
-        caption.set_vocab(build_vocab(captions["train"], MIN_COUNT))
-        image.gallery = (feats["train"], paths[:len(layout.train)])
+        vocab = build_vocab(captions["train"], MIN_COUNT)
+        caption = CaptionModality("caption", vocab=vocab)  # to tokenise with
         splits = []
         for s in ("train", "test"):
             y = torch.tensor([class_id[files.class_of(n)] for n in names[s]], dtype=torch.int64)
@@ -166,7 +170,7 @@ class Cub(Dataset):
         info = {"split": layout.split_source, "images": {s: len(names[s]) for s in names}, "classes": len(classes),
                 "vocab_size": len(caption.vocab), "max_len": MAX_LEN, "min_count": MIN_COUNT,
                 "features": f"resnet101 ({self.weights} weights, {self.image_size}px)"}
-        return PairedData(*splits, info=info)
+        return PairedData(*splits, info=info, derived={"vocab": vocab, "gallery": paths[:len(layout.train)]})
 
 
 @hookimpl

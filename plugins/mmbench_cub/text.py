@@ -75,26 +75,26 @@ class CaptionModality(TextModality):
     """Captions with a categorical likelihood per token (up to and including ``<eos>``) and the
     convolutional sentence networks of MMVAE Appendix F (our 1-D rendering of them).
 
-    The vocabulary comes from the training captions, so it is set when the dataset loads
-    (:meth:`set_vocab`); networks asked for before that are an error."""
+    The vocabulary comes from the training captions (:func:`build_vocab`): a caption modality
+    is made with it, ``vocab=...``, from the loaded data (``Cub.modalities_for``). Without one
+    (the dataset's declared modalities, before any data) it only describes itself; asking it
+    for networks is an error."""
 
-    def __init__(self, name: str = "caption", max_len: int = MAX_LEN, *, embed: int = 128,
-                 channels=(256, 512, 512), weight: float = 1.0):
+    def __init__(self, name: str = "caption", max_len: int = MAX_LEN, *, vocab: list[str] | None = None,
+                 embed: int = 128, channels=(256, 512, 512), weight: float = 1.0):
         if max_len % (1 << len(channels)):
             raise ValueError(f"max_len {max_len} must be divisible by {1 << len(channels)}")
-        super().__init__(name, list(SPECIALS), max_len, embed=embed, weight=weight)
+        if vocab is not None and tuple(vocab[:3]) != SPECIALS:
+            raise ValueError(f"a caption vocabulary starts with {', '.join(SPECIALS)}")
+        super().__init__(name, list(vocab if vocab is not None else SPECIALS), max_len, embed=embed, weight=weight)
         self.channels = tuple(channels)
-        self.loaded = False
-        self._lookup = {w: i for i, w in enumerate(self.vocab)}
-
-    def set_vocab(self, vocab: list[str]) -> None:
-        assert tuple(vocab[:3]) == SPECIALS
-        self.vocab, self.loaded = list(vocab), True
+        self.loaded = vocab is not None
         self._lookup = {w: i for i, w in enumerate(self.vocab)}
 
     def _require_vocab(self):
         if not self.loaded:
-            raise MMBenchError(f"the '{self.name}' vocabulary is built from the training captions; load the dataset first")
+            raise MMBenchError(f"the '{self.name}' vocabulary is built from the training captions: build networks from "
+                               "the modalities of the loaded data, dataset.modalities_for(dataset.load(DIR))")
 
     def encoder(self, latent_dim):
         self._require_vocab()

@@ -1,4 +1,5 @@
-"""The pictures people look at (MMVAE Figures 4, 5 and 7), saved as PNG in the run directory.
+"""The pictures people look at (MMVAE Figures 4, 5 and 7): an artifact, saved as PNG files in
+``<run_dir>/artifacts/pictures/``.
 
 - ``samples_joint.png``   10 samples of the prior, every modality decoded, side by side (Fig. 4)
 - ``reconstructions.png`` 8 fixed test pairs: the data, then every modality decoded from each
@@ -9,7 +10,6 @@
   posterior to the prior, and the symmetric KL between unimodal posteriors of the same pair (Fig. 7)
 
 Decoded items are the decoders' means (``Modality.decode_mean``); captions are drawn as text.
-The metric yields no values: its output is the pictures.
 
 References: Shi, Siddharth, Paige, Torr. Variational Mixture-of-Experts Autoencoders for
 Multi-Modal Deep Generative Models. NeurIPS 2019 (Figures 4, 5, 7).
@@ -23,7 +23,7 @@ from itertools import combinations
 import torch
 
 from mmbench import hookimpl
-from mmbench.api import Metric
+from mmbench.api import Artifact
 from mmbench.results import atomic_save_figure, atomic_write_text
 
 from .divergence import kl_per_dim, symmetric_kl_per_dim
@@ -36,18 +36,12 @@ TRAVERSAL_SCALES = 5.0
 KL_ITEMS = 500
 
 
-class Pictures(Metric):
+class Pictures(Artifact):
     name = "pictures"
-    criterion = "pictures"
-    higher_is_better = True
-    unit = ""
-    description = "PNGs in the run directory: prior samples, reconstructions/cross generations, traversals, KL"
-
-    def skip_reason(self, ctx):
-        return None if ctx.run_dir is not None else "no run directory to save pictures in"
+    description = "PNGs of prior samples, reconstructions/cross generations, latent traversals and per-dimension KL"
 
     def _render(self, ctx, d: int, x) -> list:
-        modality = ctx.dataset.modalities[d]
+        modality = ctx.modalities[d]
         return [modality.render(item) for item in x]
 
     @torch.no_grad()
@@ -117,18 +111,17 @@ class Pictures(Metric):
         fig.tight_layout()
         atomic_save_figure(fig, path, dpi=100)
 
-    def evaluate(self, ctx):
-        out = ctx.run_dir
-        save_png(self.joint_samples(ctx), out / "samples_joint.png")
-        save_png(self.reconstructions(ctx), out / "reconstructions.png")
+    def write(self, ctx, folder):
+        written = [save_png(self.joint_samples(ctx), folder / "samples_joint.png"),
+                   save_png(self.reconstructions(ctx), folder / "reconstructions.png")]
         for d, name in enumerate(ctx.names):
-            save_png(self.traversal(ctx, d), out / f"traversal_{name}.png")
+            written.append(save_png(self.traversal(ctx, d), folder / f"traversal_{name}.png"))
         kl = self.divergences(ctx)
-        atomic_write_text(out / "kl.json", json.dumps(kl, indent=1) + "\n")
-        self.kl_figure(kl, out / "kl.png")
-        return []
+        atomic_write_text(folder / "kl.json", json.dumps(kl, indent=1) + "\n")
+        self.kl_figure(kl, folder / "kl.png")
+        return [*written, folder / "kl.json", folder / "kl.png"]
 
 
 @hookimpl
-def register_metrics(register):
+def register_artifacts(register):
     register(Pictures())
