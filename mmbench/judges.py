@@ -67,8 +67,7 @@ class ConvJudges(JudgeFamily):
         return modality.classifier(num_classes)
 
     def recipe_for(self, dataset):
-        steps = getattr(dataset, "judge_steps", None)
-        return RECIPE if steps is None else {**RECIPE, "max_steps": int(steps)}
+        return RECIPE if dataset.judge_steps is None else {**RECIPE, "max_steps": int(dataset.judge_steps)}
 
     def fit(self, net, x, y, max_steps=None):
         gen = torch.Generator().manual_seed(RECIPE["seed"])

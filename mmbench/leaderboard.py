@@ -289,27 +289,28 @@ def _readings(records: list[RunRecord]) -> dict[str, tuple[str, float | None]]:
 
 def _grouped(lines: list[list[str]], names: list[str], readings: dict, esc, bold) -> list[list[str]]:
     """The tall table's metric rows under one heading row per criterion (FIRST_CRITERIA, the
-    others as they first appear, LAST_CRITERIA), the heading giving the chance level its metrics share, or each
-    row its own where they differ. Rows of metrics no run declares a criterion for stay as
-    they are, with no heading, when no metric declares one."""
-    if not any(readings.get(name, ("", None))[0] for name in names):
+    others as they first appear, LAST_CRITERIA), the heading giving the chance level its
+    metrics share, or each row its own where they differ. When no metric declares a
+    criterion, the rows stay as they are, with no heading."""
+    criterion = {name: readings.get(name, ("", None))[0] or "other" for name in names}
+    chance = {name: readings.get(name, ("", None))[1] for name in names}
+    if set(criterion.values()) == {"other"}:
         return lines
     groups: dict[str, list[int]] = {}
     for i, name in enumerate(names):
-        groups.setdefault(readings.get(name, ("", None))[0] or "other", []).append(i)
+        groups.setdefault(criterion[name], []).append(i)
     rank = {c: i for i, c in enumerate(FIRST_CRITERIA)} | {c: len(groups) + 10 + i for i, c in enumerate(LAST_CRITERIA)}
-    ordered = sorted(groups, key=lambda c: rank.get(c, len(FIRST_CRITERIA) + list(groups).index(c)))
     out = []
-    for criterion in ordered:
-        members = groups[criterion]
-        chances = {readings.get(names[i], ("", None))[1] for i in members}
+    for group in sorted(groups, key=lambda c: rank.get(c, len(FIRST_CRITERIA) + list(groups).index(c))):
+        members = groups[group]
+        chances = {chance[names[i]] for i in members}
         shared = next(iter(chances)) if len(chances) == 1 else None
-        heading = bold(esc(criterion)) + (f" (chance {shared:.3g})" if shared is not None else "")
-        out.append([heading] + [""] * (len(lines[0]) - 1))
+        out.append([bold(esc(group)) + (f" (chance {shared:.3g})" if shared is not None else "")]
+                   + [""] * (len(lines[0]) - 1))
         for i in members:
-            own = readings.get(names[i], ("", None))[1]
-            label = lines[i][0] + (f" (chance {own:.3g})" if own is not None and shared is None else "")
-            out.append([label] + lines[i][1:])
+            own = chance[names[i]]
+            out.append([lines[i][0] + (f" (chance {own:.3g})" if own is not None and shared is None else "")]
+                       + lines[i][1:])
     return out
 
 

@@ -478,13 +478,8 @@ def check_artifact(artifact: Artifact, ctx: EvalContext) -> list[Path] | str:
 
     p = _Problems(f"artifact {getattr(artifact, 'name', artifact)!r}")
     p.check(isinstance(artifact, Artifact), "is not a mmbench.api.Artifact")
-    for attribute in ("name", "description"):
-        value = getattr(artifact, attribute, None)
-        p.check(isinstance(value, str) and bool(value.strip()), f"declares no `{attribute}` (a non-empty string)")
-    _check_options(p, artifact)
-    if not p.check(ctx.run_dir is not None, "check_artifact needs a context with a run_dir "
-                   "(tiny_context(..., run_dir=tmp_path))"):
-        p.raise_if_any()
+    _check_declarations(p, artifact)
+    p.check(ctx.run_dir is not None, "check_artifact needs a context with a run_dir (tiny_context(..., run_dir=tmp_path))")
     p.raise_if_any()
     reason = artifact.skip_reason(ctx)
     if reason is not None:
@@ -508,6 +503,15 @@ def check_artifact(artifact: Artifact, ctx: EvalContext) -> list[Path] | str:
     return paths
 
 
+def _check_declarations(p: "_Problems", item) -> None:
+    """An artifact's or a tracker's declarations: a name and a description (non-empty
+    strings), and well-declared options."""
+    for attribute in ("name", "description"):
+        value = getattr(item, attribute, None)
+        p.check(isinstance(value, str) and bool(value.strip()), f"declares no `{attribute}` (a non-empty string)")
+    _check_options(p, item)
+
+
 # ----------------------------------------------------------------------------- trackers
 def check_tracker(tracker: Tracker, run_dir: Path, epochs: int = 3) -> Tracker:
     """A tracker's contract, on a made-up run in ``run_dir`` (a temporary folder): its
@@ -517,10 +521,7 @@ def check_tracker(tracker: Tracker, run_dir: Path, epochs: int = 3) -> Tracker:
     a test can read back what it logged."""
     p = _Problems(f"tracker {getattr(tracker, 'name', tracker)!r}")
     p.check(isinstance(tracker, Tracker), "is not a mmbench.api.Tracker")
-    for attribute in ("name", "description"):
-        value = getattr(tracker, attribute, None)
-        p.check(isinstance(value, str) and bool(value.strip()), f"declares no `{attribute}` (a non-empty string)")
-    _check_options(p, tracker)
+    _check_declarations(p, tracker)
     why = tracker.unavailable()
     p.check(why is None or (isinstance(why, str) and bool(why.strip())), f"unavailable() gave {why!r}, not None or a reason")
     p.raise_if_any()

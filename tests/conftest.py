@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +35,20 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def run_with_grid_plugins(*args) -> tuple[int, str, str]:
+    """``mmbench --plugins-dir tests/grid_plugins ARGS`` in this process (tiny-digits and the
+    test plugins): (exit status, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from mmbench.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["--plugins-dir", str(Path(__file__).parent / "grid_plugins"), *args])
+    return rc, out.getvalue(), err.getvalue()
 
 
 def run_cli(*args, env=None, cwd=None, timeout=1800):

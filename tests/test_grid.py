@@ -20,6 +20,8 @@ import pytest
 import torch
 
 
+from conftest import run_with_grid_plugins as mmbench
+
 PLUGINS = str(Path(__file__).parent / "grid_plugins")  # tiny-digits, test_bound, diverging
 GRID = ["--dataset", "tiny-digits", "--posteriors", "moe,poe", "--seeds", "0", "--epochs", "10",
         "--metrics", "test_bound", "--quiet"]
@@ -38,16 +40,6 @@ def one_thread(mmbench_home):
         mp.setenv("COLUMNS", "4000")  # the run's own table wide, a row per posterior, as these tests read it
         yield
     torch.set_num_threads(threads)
-
-
-def mmbench(*args) -> tuple[int, str, str]:
-    """``mmbench --plugins-dir grid_plugins ARGS`` in this process: (exit status, stdout, stderr)."""
-    from mmbench.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(["--plugins-dir", PLUGINS, *args])
-    return rc, out.getvalue(), err.getvalue()
 
 
 def _board(out) -> list[dict]:

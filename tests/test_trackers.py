@@ -4,13 +4,13 @@ what run.json holds; a tracker that raises, wherever it raises, leaves the run d
 error recorded; a tracker that does not exist or cannot run here stops the grid before anything
 is made."""
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import run_with_grid_plugins as mmbench
 
 PLUGINS = str(Path(__file__).parent / "grid_plugins")  # tiny-digits, test_bound, recording, raising, absent
 RUN = ["run", "--dataset", "tiny-digits", "--posteriors", "poe", "--epochs", "3", "--metrics", "test_bound", "--quiet"]
@@ -27,16 +27,6 @@ def one_thread(mmbench_home):
         mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
         yield
     torch.set_num_threads(threads)
-
-
-def mmbench(*args) -> tuple[int, str, str]:
-    """``mmbench --plugins-dir grid_plugins ARGS`` in this process: (exit status, stdout, stderr)."""
-    from mmbench.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(["--plugins-dir", PLUGINS, *args])
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
