@@ -89,11 +89,12 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 def _to_state(data: PairedData) -> dict:
     split = lambda s: {"pools": s.pools, "pool_labels": s.pool_labels, "index": s.index, "labels": s.labels}  # noqa: E731
-    return {"train": split(data.train), "test": split(data.test), "info": data.info}
+    return {"train": split(data.train), "test": split(data.test), "info": data.info, "derived": data.derived}
 
 
 def _from_state(state: dict) -> PairedData:
-    return PairedData(Split(**state["train"]), Split(**state["test"]), state["info"])
+    # a cache from before `derived` was kept has no such key: it raises, and is rebuilt
+    return PairedData(Split(**state["train"]), Split(**state["test"]), state["info"], state["derived"])
 
 
 def load_cached(path: Path, build: Callable[[], PairedData]) -> PairedData:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from . import judges
+from .model import items_view
 
 BATCH = 1024
 
@@ -84,6 +85,18 @@ class EvalContext:
     def cross_latents(self, xs_by_modality: dict[int, Tensor]) -> Tensor:
         """One latent draw [N, D] per item to generate the unlisted modalities from, batched."""
         return self._batched(xs_by_modality, self.model.cross_latents)
+
+    @torch.no_grad()
+    def read_subsets(self, xs_by_modality: dict[int, Tensor], subsets, read: str) -> list[Tensor]:
+        """``read`` (``represent`` or ``cross_latents``) given each subset of the listed
+        modalities' items: one tensor [N, ...] per subset, equal to ``representations`` /
+        ``cross_latents`` of that subset alone (the same draws, in the same order), with each
+        modality encoded once where the model allows it (``mmbench.model.items_view``)."""
+        n = len(next(iter(xs_by_modality.values())))
+        views = [items_view(self.model, [xs_by_modality[m][i:i + BATCH] if m in xs_by_modality else None
+                                         for m in range(len(self.names))])
+                 for i in range(0, n, BATCH)]
+        return [torch.cat([getattr(view, read)(sorted(subset)) for view in views]) for subset in subsets]
 
     @torch.no_grad()
     def decode_means(self, d: int, z: Tensor) -> Tensor:

@@ -61,9 +61,8 @@ class MultimodalVAE(nn.Module):
     def condition(self, xs: list[Tensor | None], observed: list[int]):
         """*Contract.* q(z | x_observed) over the whole latent, for items xs (None where a
         modality is not given): ``.mean`` [B, D], ``.rsample(n)`` [n, B, D], ``.log_prob(z)``."""
-        if self.fusion is None:
-            raise Unsupported("this model has no fusion rule (build it with Posterior.build_model)")
-        return self.fusion.condition(self, self.encode(xs), list(observed))
+        self.fusion_rule()  # before any encoder runs
+        return self.fuse(self.encode(xs), observed)
 
     def cross_latents(self, xs: list[Tensor | None], observed: list[int]) -> Tensor:
         """*Contract.* One latent draw [B, D] from which every unobserved modality is generated
@@ -76,6 +75,17 @@ class MultimodalVAE(nn.Module):
         """*Contract.* What a latent probe reads given the observed modalities: [B, R]. Here
         the posterior mean; a model with private latents gives its shared block."""
         return self.condition(xs, observed).mean
+
+    def for_items(self, xs: list[Tensor | None]) -> "ItemsView":
+        """*Contract.* These items, to be read given many subsets of their modalities (subset
+        metrics): a view whose ``condition(observed)``, ``cross_latents(observed)`` and
+        ``represent(observed)`` equal this model's methods on xs with every unobserved modality
+        None. This model encodes each modality once and fuses per subset; a subclass that
+        changes how the contract reads items gets a view that reads each subset afresh, unless
+        it offers a faster view of its own."""
+        plain = all(getattr(type(self), name) is getattr(MultimodalVAE, name)
+                    for name in ("condition", "cross_latents", "represent", "encode"))
+        return EncodedItems(self, xs) if plain else ItemsView(self, xs)
 
     def decode(self, d: int, z: Tensor) -> Tensor:
         """*Contract.* Decoder d on latents z [..., D]: one call on all of them, output
@@ -96,6 +106,62 @@ class MultimodalVAE(nn.Module):
     def encode(self, xs: list[Tensor | None]) -> list[Factorised | None]:
         """One expert q_m(z|x_m) per modality (None where x_m is None)."""
         return encode_experts(self.encoders, self.family, xs)
+
+    def fuse(self, experts: list[Factorised | None], observed: list[int]):
+        """q(z | x_observed) from the experts, by the posterior's fusion rule."""
+        return self.fusion_rule().condition(self, experts, list(observed))
+
+    def fusion_rule(self) -> "Posterior":
+        if self.fusion is None:
+            raise Unsupported("this model has no fusion rule (build it with Posterior.build_model)")
+        return self.fusion
+
+
+def items_view(model, xs: list[Tensor | None]) -> "ItemsView":
+    """``model.for_items(xs)``, or for a model without it (one that implements the contract
+    from scratch) the view that reads each subset afresh."""
+    offered = getattr(model, "for_items", None)
+    return offered(xs) if offered is not None else ItemsView(model, xs)
+
+
+class ItemsView:
+    """A model's contract on fixed items, one subset at a time (``MultimodalVAE.for_items``):
+    each read is the model's own method on the items with the unobserved modalities None."""
+
+    def __init__(self, model: MultimodalVAE, xs: list[Tensor | None]):
+        self.model, self.xs = model, xs
+
+    def given(self, observed: list[int]) -> list[Tensor | None]:
+        return [x if m in observed else None for m, x in enumerate(self.xs)]
+
+    def condition(self, observed: list[int]):
+        return self.model.condition(self.given(observed), observed)
+
+    def cross_latents(self, observed: list[int]) -> Tensor:
+        return self.model.cross_latents(self.given(observed), observed)
+
+    def represent(self, observed: list[int]) -> Tensor:
+        return self.model.represent(self.given(observed), observed)
+
+
+class EncodedItems(ItemsView):
+    """The view of a model that reads items exactly as :class:`MultimodalVAE` does: every
+    given modality encoded once, and each subset's posterior fused from those experts (the
+    fusion rule reads only the observed ones), so that C(M, k) subsets cost M encoder passes."""
+
+    def __init__(self, model: MultimodalVAE, xs: list[Tensor | None]):
+        super().__init__(model, xs)
+        self.experts = model.encode(xs)
+
+    def condition(self, observed: list[int]):
+        return self.model.fuse([e if m in observed else None for m, e in enumerate(self.experts)], observed)
+
+    # as MultimodalVAE.cross_latents and .represent, from the fused posterior
+    def cross_latents(self, observed: list[int]) -> Tensor:
+        return self.condition(observed).rsample(1)[0]
+
+    def represent(self, observed: list[int]) -> Tensor:
+        return self.condition(observed).mean
 
 
 def encode_experts(networks, family: LatentFamily, xs: list[Tensor | None]) -> list[Factorised | None]:

@@ -41,6 +41,7 @@ from .distributions import LatentFamily
 from .errors import MMBenchError
 from .evaluation import EvalContext
 from .modalities import ImageModality, TextModality
+from .model import items_view
 from .train import TrainConfig, train
 
 #: a metric value's name: ``family`` or ``family[detail]`` (e.g. ``coherence_cross[a->b]``)
@@ -248,6 +249,14 @@ def _check_model_contract(p: _Problems, model, xs: list[Tensor], batch: int, whe
         rep = model.represent(given, observed)
         p.check(rep.dim() == 2 and rep.shape[0] == batch and bool(torch.isfinite(rep).all()),
                 f"{at}: represent is {tuple(rep.shape)} or not finite, expected [{batch}, R]")
+        # the subset metrics' road: the same items read once for many subsets
+        p.check(torch.equal(items_view(model, xs).represent(observed), rep),
+                f"{at}: for_items(xs).represent differs from represent on the observed items alone")
+        state = torch.random.get_rng_state()
+        plain = model.cross_latents(given, observed)
+        torch.random.set_rng_state(state)
+        p.check(torch.equal(items_view(model, xs).cross_latents(observed), plain),
+                f"{at}: for_items(xs).cross_latents differs from cross_latents (same draws) on the observed items alone")
 
 
 def _check_distribution(p: _Problems, q, batch: int, latent_dim: int, where: str) -> None:

@@ -73,7 +73,7 @@ def test_split_by_source_digit_without_leakage(digits_data):
     labels = load_digits().target
     assert np.array_equal(digits_data.test.pool_labels["grey"].numpy(), labels[ids["test"]])
     # every colour rendering (and its caption) is of a source digit of its own split
-    sources = digits_data.info["pool_sources"]
+    sources = digits_data.derived["pool_sources"]
     for split_name, split in (("train", digits_data.train), ("test", digits_data.test)):
         colour_sources = np.asarray(sources[split_name]["colour"])
         assert set(colour_sources) == set(ids[split_name])

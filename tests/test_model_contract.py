@@ -127,3 +127,29 @@ def test_configure_returns_a_validated_copy():
     with pytest.raises(MMBenchError, match="weighted.alpha must be in 0.0 .. 1.0"):
         plain.configure(alpha=3)
     assert isinstance(MetricValue("x", 1.0), MetricValue)
+
+
+@pytest.mark.parametrize("name", ["moe", "poe", "mmvae-plus"])
+def test_reading_many_subsets_encodes_each_modality_once_and_changes_no_number(name):
+    from itertools import combinations
+
+    ctx = tiny_context(PLUGINS.posteriors.get(name), ToyDataset(4), epochs=0)
+    rows = ctx.test_rows(300)
+    xs = dict(enumerate(ctx.data.test.batch(rows, ctx.names)))
+    subsets = [s for k in (1, 2, 3) for s in combinations(range(4), k)]
+    encoders = getattr(ctx.model, "encoders", [])
+    calls = []
+    hooks = [e.register_forward_hook(lambda *_: calls.append(1)) for e in encoders]
+    torch.manual_seed(7)
+    together = ctx.read_subsets(xs, subsets, "cross_latents")
+    read_together = len(calls)
+    torch.manual_seed(7)
+    one_by_one = [ctx.cross_latents({m: xs[m] for m in s}) for s in subsets]
+    for hook in hooks:
+        hook.remove()
+    # the same draws in the same order: every subset's latents equal bit for bit
+    assert all(torch.equal(a, b) for a, b in zip(together, one_by_one))
+    means = ctx.read_subsets(xs, subsets, "represent")
+    assert all(torch.equal(a, ctx.representations({m: xs[m] for m in s})) for a, s in zip(means, subsets))
+    if name in ("moe", "poe"):  # the generic model: M encoder passes instead of one per subset member
+        assert read_together == 4 and len(calls) - read_together == sum(len(s) for s in subsets)

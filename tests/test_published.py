@@ -91,8 +91,10 @@ def test_published_lists_each_number_with_its_source(capsys):
     out = _main(capsys, "published", "--dataset", "mnist-svhn", "--format", "csv")
     lines = out.strip().splitlines()
     assert lines[0] == "dataset,model,metric,value,spread,spread_kind,paper,table,setting,note"
+    # the numbers the mnist-svhn plugin ships, and the test plugin's own file beside them
     assert "mnist-svhn,MMVAE,coherence_cross[mnist->svhn],0.864,,,\"Shi et al., NeurIPS 2019\",Table 2," in out
-    assert len(lines) == 5
+    assert "mnist-svhn,MMVAE,latent_acc[joint],0.5,0.01,made up: std over 5 runs,\"Made-up et al., 2099\",Table 1," in out
+    assert all(line.startswith("mnist-svhn,") for line in lines[1:])
     assert "no published numbers for digits" in _main(capsys, "published", "--dataset", "digits")
 
 
@@ -116,12 +118,14 @@ def _cells(text):
 def test_published_numbers_sit_beside_the_runs_under_the_same_metric_names(tmp_path, capsys):
     out = _runs(tmp_path / "runs", "mnist-svhn", [(0.30, 0.80), (0.40, 0.90)])
     text = _main(capsys, "leaderboard", str(out), "--published")
-    header, mine, paper = _cells(text)
+    header, mine, *papers = _cells(text)
     assert header == ["dataset", "posterior", "runs", "coherence_joint ↑", "coherence_cross[mnist->svhn] ↑"]
     assert mine[1:3] == ["moe", "2/2"] and mine[3] == "0.350 ± 0.071"
-    # the paper's row: marked, its numbers in the runs' columns, never the bold best
-    assert paper == ["mnist-svhn", "MMVAE · Shi et al., NeurIPS 2019, Table 2", "published", "0.421", "0.864"]
-    assert "- published: MMVAE, Shi et al., NeurIPS 2019, Table 2: as quoted by issue 15" in text
+    # the papers' rows: marked, their numbers in the runs' columns, never the bold best
+    assert ["mnist-svhn", "MMVAE · Shi et al., NeurIPS 2019, Table 2", "published", "0.421", "0.864"] in papers
+    assert ["mnist-svhn", "MVAE · Shi et al., NeurIPS 2019, Table 2", "published", "0.127", "0.0950"] in papers
+    assert all(row[2] == "published" and "**" not in "".join(row) for row in papers)
+    assert "- published: MMVAE, Shi et al., NeurIPS 2019, Table 2: D=20, K=30, 30 epochs" in text
     assert "latent_acc" not in text  # its metric is not one these runs report
     assert "Shi et al." not in _main(capsys, "leaderboard", str(out))  # only when asked
 

@@ -34,6 +34,7 @@ from mmbench.api import Dataset, Modality, Option, PairedData, Split
 from mmbench.distributions import laplace_log_prob
 from mmbench.errors import DataError, MMBenchError
 from mmbench.modalities import PosteriorHead
+from mmbench.published import register_folder
 
 from . import features, files
 from .text import MAX_LEN, MIN_COUNT, CaptionModality, build_vocab
@@ -176,3 +177,8 @@ class Cub(Dataset):
 @hookimpl
 def register_datasets(register):
     register(Cub())
+
+
+@hookimpl
+def register_published(register):
+    register_folder(register, Path(__file__).with_name("published"))  # the papers' numbers on this dataset

@@ -73,12 +73,16 @@ class LatentAccuracy(Metric):
         data, names = ctx.data, ctx.names
         train_xs, test_xs = data.train.batch(train_rows, names), data.test.batch(test_rows, names)
         train_y, test_y = data.train.labels[train_rows].cpu().numpy(), data.test.labels[test_rows]
-        for k in range(1, len(names)):
-            chosen, total = subsets_of_size(len(names), k, self.option_values["subsets"])
+        by_size = {k: subsets_of_size(len(names), k, self.option_values["subsets"]) for k in range(1, len(names))}
+        every = [subset for chosen, _ in by_size.values() for subset in chosen]
+        # every subset read from one encoding of each modality's items
+        trains = ctx.read_subsets(dict(enumerate(train_xs)), every, "represent")
+        tests = ctx.read_subsets(dict(enumerate(test_xs)), every, "represent")
+        representations = {subset: (tr.cpu().numpy(), te.cpu().numpy()) for subset, tr, te in zip(every, trains, tests)}
+        for k, (chosen, total) in by_size.items():
             hits = []
             for subset in chosen:
-                train = ctx.representations({m: train_xs[m] for m in subset}).cpu().numpy()
-                test = ctx.representations({m: test_xs[m] for m in subset}).cpu().numpy()
+                train, test = representations[subset]
                 predicted = torch.as_tensor(_linear_probe_predictions(train, train_y, test), device=test_y.device)
                 hits.append(predicted == test_y)
             mean, se = mean_and_standard_error(hits)

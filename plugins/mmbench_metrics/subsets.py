@@ -98,14 +98,17 @@ class ConditionalCoherence(Metric):
         labels = ctx.data.test.labels[rows]
         judged = [m for m in range(M) if ctx.judge(m) is not None]
         summary, per_target = [], []
-        for k in range(1, M):
-            chosen, total = subsets_of_size(M, k, settings["subsets"])
+        by_size = {k: subsets_of_size(M, k, settings["subsets"]) for k in range(1, M)}
+        wanted = [s for chosen, _ in by_size.values() for s in chosen if any(t not in s for t in judged)]
+        # every subset's latents from one encoding of each modality's items
+        latents = dict(zip(wanted, ctx.read_subsets(dict(enumerate(xs)), wanted, "cross_latents")))
+        for k, (chosen, total) in by_size.items():
             hits: dict[int, list[Tensor]] = {t: [] for t in judged}
             for subset in chosen:
                 targets = [t for t in judged if t not in subset]
                 if not targets:
                     continue
-                z = ctx.cross_latents({m: xs[m] for m in subset})
+                z = latents[subset]
                 for t in targets:
                     hits[t].append(predict(ctx.judge(t)[0], ctx.decode_means(t, z)) == labels)
             how = {**subset_details(names, chosen, total), "items": len(rows),

@@ -29,6 +29,7 @@ from mmbench import hookimpl
 from mmbench.api import Dataset, Option, PairedData, Split
 from mmbench.datasets import atomic_torch_save, pair_by_class
 from mmbench.modalities import ImageModality
+from mmbench.published import register_folder
 
 from . import sources
 
@@ -134,3 +135,8 @@ class MnistSvhn(Dataset):
 @hookimpl
 def register_datasets(register):
     register(MnistSvhn())
+
+
+@hookimpl
+def register_published(register):
+    register_folder(register, Path(__file__).with_name("published"))  # the papers' numbers on this dataset
