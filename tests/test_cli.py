@@ -66,6 +66,7 @@ def test_a_small_run_end_to_end_then_resumes_nothing(tmp_path, mmbench_home):
     env = {"MMBENCH_HOME": str(mmbench_home), **_external_plugin(tmp_path)}
     out = tmp_path / "runs"
     args = ["run", "--posteriors", "moe,poe", "--epochs", "1", "--data-option", "partners=1",
+            "--data-option", "renderings=1",  # the judges train on a tenth of the colour pool
             "--metrics", "coherence_cross,coherence_joint,hello", "--out", str(out), "--quiet"]
     proc = run_cli(*args, env={**env, "COLUMNS": "4000"})  # a terminal that fits the wide table
     assert proc.returncode == 0, proc.stderr

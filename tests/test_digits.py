@@ -41,6 +41,20 @@ def test_pairs_share_the_class_and_each_item_has_twenty_partners(digits_data):
     assert len(digits_data.test.pools["colour"]) == len(digits_data.test.pools["grey"])
 
 
+def test_the_renderings_option_sizes_the_colour_pool_and_keeps_the_rest(plugins, digits_data, tmp_path):
+    once = plugins.datasets.get("digits").configure(renderings=1, partners=4).load(tmp_path)
+    assert len(once.train.pools["colour"]) == len(once.train.pools["grey"]) == len(digits_data.train.pools["grey"])
+    assert once.info["renderings"] == 1 and once.derived["pool_sources"]["train"]["colour"] == once.info["source_ids"]["train"]
+    # the grey digits and the split's source digits do not depend on it (the test split's colours
+    # do: one random stream draws both splits' renderings, as version 2's data were made)
+    assert torch.equal(once.train.pools["grey"], digits_data.train.pools["grey"])
+    assert torch.equal(once.test.pools["grey"], digits_data.test.pools["grey"])
+    assert once.derived["pool_sources"]["test"] == digits_data.derived["pool_sources"]["test"]
+    assert torch.equal(torch.bincount(once.train.index[:, 1]), torch.full((len(once.train.pools["colour"]),), 4))
+    # each setting its own cache file: the default's data are untouched
+    assert sorted(p.name for p in (tmp_path / "digits").glob("*.pt")) == ["digits-v2-partners4-renderings1.pt"]
+
+
 def test_pair_renderings_gives_every_grey_its_partners():
     rng = np.random.default_rng(1)
     grey = np.array([0, 0, 1, 1, 1])

@@ -37,6 +37,7 @@ def test_mopoe_is_installed_on_its_own_and_runs_beside_moe(tmp_path, mmbench_hom
 
     out = tmp_path / "runs"
     proc = run_cli("run", "--posteriors", "moe,mopoe", "--epochs", "1", "--data-option", "partners=1",
+                   "--data-option", "renderings=1",
                    "--metrics", "coherence_cross", "--quiet", "--out", str(out), env=env,
                    timeout=1800)  # the judges train here unless an earlier test trained them
     assert proc.returncode == 0, proc.stderr

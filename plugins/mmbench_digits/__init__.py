@@ -143,7 +143,10 @@ class Digits(Dataset):
     # it at 0.99. Grey and caption (1,437 items: 900 steps for 40 epochs) are not cut.
     judge_steps = 2000
     options = (Option("partners", PARTNERS, "same-class partners per item (20 as in the MMVAE paper; its code used 30)",
-                      low=1),)
+                      low=1),
+               Option("renderings", RENDERINGS, "colour renderings of each training source digit (10 in version 2; "
+                      "1 draws each once, as version 1 did: a quicker, weaker colour modality; the test split keeps "
+                      "one per digit, in other colours than the default's)", low=1))
 
     def __init__(self):
         self.vocab = _vocabulary()
@@ -163,8 +166,12 @@ class Digits(Dataset):
     def partners(self) -> int:
         return self.option_values["partners"]
 
+    @property
+    def renderings(self) -> int:
+        return self.option_values["renderings"]
+
     def load(self, data_dir: Path, download: bool = False) -> PairedData:
-        path = Path(data_dir) / "digits" / f"digits-v{VERSION}-partners{self.partners}.pt"
+        path = Path(data_dir) / "digits" / f"digits-v{VERSION}-partners{self.partners}-renderings{self.renderings}.pt"
         return load_cached(path, self._build)
 
     def _build(self) -> PairedData:
@@ -177,7 +184,7 @@ class Digits(Dataset):
         text = self._modalities[2]
         splits = []
         sources = {}
-        for split, ids, renderings in (("train", train_ids, RENDERINGS), ("test", test_ids, 1)):
+        for split, ids, renderings in (("train", train_ids, self.renderings), ("test", test_ids, 1)):
             y = torch.as_tensor(labels[ids])
             grey = render_grey(images8[ids])
             # The colour pool: each source digit of the split drawn `renderings` times; the
@@ -199,7 +206,7 @@ class Digits(Dataset):
         # the info; this list alone is 89 KB): it is each split's source_ids repeated
         # `renderings` times, kept in `derived` for whoever checks the split.
         info = {"source_ids": {"train": train_ids.tolist(), "test": test_ids.tolist()},
-                "renderings": RENDERINGS, "partners": self.partners, "seed": SEED, "version": VERSION}
+                "renderings": self.renderings, "partners": self.partners, "seed": SEED, "version": VERSION}
         return PairedData(*splits, info=info, derived={"pool_sources": sources})
 
 
