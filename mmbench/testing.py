@@ -239,6 +239,7 @@ def _check_model_contract(p: _Problems, model, xs: list[Tensor], batch: int, whe
         out = model.decode(d, z)
         p.check(bool(torch.isfinite(out).all()), f"{where}: decoding {name} from prior samples is not finite")
     M = len(xs)
+    view = items_view(model, xs)  # the subset metrics' road: the same items read once for many subsets
     for observed in [[m] for m in range(M)] + [list(range(M))]:
         given = [x if m in observed else None for m, x in enumerate(xs)]
         at = f"{where}, given {observed}"
@@ -249,13 +250,12 @@ def _check_model_contract(p: _Problems, model, xs: list[Tensor], batch: int, whe
         rep = model.represent(given, observed)
         p.check(rep.dim() == 2 and rep.shape[0] == batch and bool(torch.isfinite(rep).all()),
                 f"{at}: represent is {tuple(rep.shape)} or not finite, expected [{batch}, R]")
-        # the subset metrics' road: the same items read once for many subsets
-        p.check(torch.equal(items_view(model, xs).represent(observed), rep),
+        p.check(torch.equal(view.represent(observed), rep),
                 f"{at}: for_items(xs).represent differs from represent on the observed items alone")
         state = torch.random.get_rng_state()
         plain = model.cross_latents(given, observed)
         torch.random.set_rng_state(state)
-        p.check(torch.equal(items_view(model, xs).cross_latents(observed), plain),
+        p.check(torch.equal(view.cross_latents(observed), plain),
                 f"{at}: for_items(xs).cross_latents differs from cross_latents (same draws) on the observed items alone")
 
 
