@@ -1,4 +1,4 @@
-"""The embedded default dataset (version 2): shapes, pairing as in the paper (each grey digit
+"""The embedded default dataset (version 3): shapes, pairing as in the paper (each grey digit
 with 20 same-class colour partners), no train/test leakage in any rendering."""
 
 import numpy as np
@@ -52,7 +52,7 @@ def test_the_renderings_option_sizes_the_colour_pool_and_keeps_the_rest(plugins,
     assert once.derived["pool_sources"]["test"] == digits_data.derived["pool_sources"]["test"]
     assert torch.equal(torch.bincount(once.train.index[:, 1]), torch.full((len(once.train.pools["colour"]),), 4))
     # each setting its own cache file: the default's data are untouched
-    assert sorted(p.name for p in (tmp_path / "digits").glob("*.pt")) == ["digits-v2-partners4-renderings1.pt"]
+    assert sorted(p.name for p in (tmp_path / "digits").glob("*.pt")) == [f"digits-v{mmbench_digits.VERSION}-partners4-renderings1.pt"]
 
 
 def test_pair_renderings_gives_every_grey_its_partners():
@@ -105,7 +105,7 @@ def test_split_by_source_digit_without_leakage(digits_data):
 
 def _best_placement(stroke, digits8, pairwise=True):
     """Correlation of each observed stroke [N, 1024] with each 8×8 digit drawn at every size
-    (22–26 px) and shift (±1 px about the centre) digits v2 uses, the best placement kept:
+    (22–26 px) and shift (±1 px about the centre) digits (since version 2) uses, the best placement kept:
     [N, len(digits8)], or [N] for stroke i against digit i when not ``pairwise``."""
     small = torch.as_tensor(digits8, dtype=torch.float32)[:, None] / 16
     masks = []
@@ -123,6 +123,31 @@ def _best_placement(stroke, digits8, pairwise=True):
     if not pairwise:
         return torch.einsum("np,nkp->nk", a, b[: len(a)]).amax(1) / a.shape[-1]
     return torch.einsum("np,dkp->ndk", a, b).amax(2) / a.shape[-1]
+
+
+def test_the_digit_is_the_darker_colour_and_survives_a_colourless_median(digits_data, plugins):
+    """Version 3: ink darker than its ground in every item, so the per-pixel median over a
+    digit's colourings (the best a decoder ignorant of the colours can do under the Laplace
+    likelihood) still shows the stroke; drawn either way round, as version 2 did, it fades."""
+    text = plugins.datasets.get("digits").modalities[2]
+    lum = {name: mmbench_digits._luminance(rgb) for name, rgb in mmbench_digits.PALETTE.items()}
+    for tokens in digits_data.train.pools["caption"][::97]:
+        fg, bg = [w for w in text.render(tokens).split() if w in mmbench_digits.PALETTE]
+        assert lum[bg] - lum[fg] > 0.25, (fg, bg)
+    pairs = mmbench_digits.colour_pairs()
+    both = pairs + [(bg, fg) for fg, bg in pairs]
+    eight = load_digits().images[0]  # a zero: its centre is ground, its ring is stroke
+    ring = torch.zeros(32, 32, dtype=torch.bool)  # the pixels the stroke covers (almost) fully
+    inside = torch.nn.functional.interpolate(torch.as_tensor(eight)[None, None] / 16, size=(24, 24),
+                                             mode="bilinear", align_corners=False)[0, 0] > 0.8
+    ring[4:28, 4:28] = inside
+
+    def contrast(chosen):
+        median = torch.stack([mmbench_digits.draw_colour(eight, fg, bg, 24, 4, 4) for fg, bg in chosen]).median(0).values
+        return (median[:, ~ring].mean(1) - median[:, ring].mean(1)).abs().sum().item()
+
+    assert contrast(pairs) > 0.5
+    assert contrast(both) < 0.1 * contrast(pairs)
 
 
 def test_construction_is_deterministic(plugins, digits_data, tmp_path):
