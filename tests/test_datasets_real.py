@@ -222,7 +222,6 @@ def test_cli_without_mnist_svhn_prints_the_clear_error(tmp_path):
 # ----------------------------------------------------------------------------- cub
 import pickle
 
-import mmbench_cub
 from mmbench_cub import features as cub_features
 
 CUB_CLASSES = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross"]

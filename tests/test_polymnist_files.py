@@ -6,7 +6,6 @@ name, now `polydigits`, whose old runs stay readable under their new name."""
 import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
