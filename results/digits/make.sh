@@ -27,7 +27,7 @@ if [ "$more" -gt "$status" ]; then status=$more; fi
   echo "## The same, one row per posterior (\`mmbench leaderboard results/digits/runs\`)"
   echo
   mmbench leaderboard results/digits/runs
-} > results/digits/LEADERBOARD.md
+} | sed -E 's#\]\(([^)]+/artifacts/)#](runs/\1#g' > results/digits/LEADERBOARD.md  # links to the pictures from here, not from runs/
 mmbench leaderboard results/digits/runs --format csv > results/digits/LEADERBOARD.csv
 echo "wrote results/digits/LEADERBOARD.md and results/digits/LEADERBOARD.csv" >&2
 exit "$status"
