@@ -1,7 +1,8 @@
 """The best grey→colour generation a model can show when it knows the digit but not its colours.
 
 Under a pixel-wise Laplace likelihood the decoder's best output for an unknown colouring is the
-per-pixel median over the colourings it might be. This script draws each test source digit of
+per-pixel median over the colourings it might be (for an even count torch's median is the lower
+middle value, which minimises the summed absolute error as well). This script draws each test source digit of
 ``digits`` in every (foreground, background) pair of the dataset — centred, 24 px, no noise —
 takes the per-pixel median, and reads it with the colour judges the runs use. Beside it the
 same with both polarities (each pair also the other way round), as digits version 2 drew them:

@@ -263,7 +263,7 @@ class Dataset(Configurable):
     by_default: bool = False
     #: at most this many optimisation steps for each modality's first-family (network) judge;
     #: None: the recipe's epochs whatever the pool's size. For a pool of many renderings of few
-    #: sources (digits v2's colour), where 40 epochs cost minutes and teach nothing new.
+    #: sources (digits' colour, since version 2), where 40 epochs cost minutes and teach nothing new.
     judge_steps: int | None = None
     #: names this dataset was registered under before; runs recorded under one of them whose
     #: data ``recorded`` recognises are read as this dataset's (mmbench.renames)

@@ -23,9 +23,10 @@ The epoch keeps version 1's size: each grey digit in 20 pairs, each rendering in
 Version 3: the digit is always the darker of its two colours (ink on paper), not either way
 round. With both polarities equally likely, the per-pixel median of a digit's colourings — the
 best a decoder that knows the digit but not its colours can output under the Laplace
-likelihood — is flat: the colour judge reads it at 0.62, and that was where every model's
-grey→colour coherence stopped (0.65–0.69 on version 2). With one polarity the same median keeps
-the stroke and is read at 0.99 (results/digits/README.md; ``benchmarks/colourless_median.py``).
+likelihood — is flat: version 2's colour judge read it at 0.62 (version 3's at 0.69), and that
+was where version 2's models' grey→colour coherence stopped (0.62–0.69; moe-tight's 0.80 the one
+exception). With one polarity the same median keeps the stroke and is read at 0.99
+(results/digits/README.md; ``benchmarks/colourless_median.py``).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def _vocabulary() -> list[str]:
     return ["<pad>", "<eos>", *sorted(words)]
 
 
-def _luminance(rgb) -> float:
+def luminance(rgb) -> float:
+    """Perceived brightness of an (r, g, b) in [0, 1] (ITU-R BT.601 weights)."""
     r, g, b = rgb
     return 0.299 * r + 0.587 * g + 0.114 * b
 
@@ -81,7 +83,7 @@ def colour_pairs() -> list[tuple[str, str]]:
     """(foreground, background) pairs that a person (and a small network) can tell apart, the
     digit the darker of the two (version 3; see the module's docstring): 18 pairs."""
     return [(f, b) for f in PALETTE for b in PALETTE
-            if _luminance(PALETTE[b]) - _luminance(PALETTE[f]) > 0.25]
+            if luminance(PALETTE[b]) - luminance(PALETTE[f]) > 0.25]
 
 
 def render_grey(digits8: np.ndarray) -> torch.Tensor:
