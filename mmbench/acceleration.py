@@ -21,6 +21,7 @@ from .settings import CORE
 
 PRECISIONS = CORE["precision"].choices
 COMPILE_CHOICES = CORE["compile"].choices
+LAYOUTS = CORE["layout"].choices
 #: /proc/cpuinfo flags of native bf16 arithmetic (Intel AMX, Intel Cooper Lake+ and AMD Zen 4+ AVX-512)
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -78,15 +79,19 @@ def autocast(device: torch.device, precision: str):
 
 
 # ------------------------------------------------------------------ memory layout
-def channels_last_pays(precision: str) -> bool:
-    """Whether convolutions should run channels-last: with bf16, the layout of oneDNN's AMX /
+def channels_last_pays(precision: str, requested: str | None = None) -> bool:
+    """Whether convolutions should run channels-last for ``requested`` in LAYOUTS (None: auto):
+    as asked, or under ``auto`` with bf16, the layout of oneDNN's AMX /
     AVX-512-bf16 kernels and of cuDNN's tensor-core ones (MMVAE's MNIST–SVHN nets, moe, batch
     32, K 30, CPU time on a busy Xeon with AMX: bf16 channels-last 1.24x faster than bf16
     contiguous). In fp32 it depends on the processor — 1.3x faster on an EPYC Zen 4 (issue 13),
     12 % slower on that Xeon (its channels-last deconvolution weight gradient) — so fp32 keeps
-    the default layout, and with it a plain run's numbers bit for bit.
-    ``benchmarks/test_step.py`` times both fp32 layouts side by side."""
-    return precision == "bf16"
+    the default layout, and with it a plain run's numbers bit for bit, unless channels_last is
+    asked for. ``benchmarks/test_step.py`` times both fp32 layouts side by side."""
+    requested = requested or "auto"
+    if requested not in LAYOUTS:
+        raise MMBenchError(f"unknown layout '{requested}'; use one of {', '.join(LAYOUTS)}")
+    return requested == "channels_last" or (requested == "auto" and precision == "bf16")
 
 
 def to_channels_last(model: nn.Module) -> bool:
@@ -158,10 +163,11 @@ def compile_networks(model: nn.Module, backend: str = "inductor") -> int:
     return count
 
 
-def prepare_model(model: nn.Module, precision: str, compile: bool = False) -> dict:
+def prepare_model(model: nn.Module, precision: str, compile: bool = False, layout: str | None = None) -> dict:
     """Make ``model`` (already on its device) run fast for ``precision``: channels-last where
-    it pays, compiled when asked. Returns what was done, for run.json."""
-    layout = "channels_last" if channels_last_pays(precision) and to_channels_last(model) else "default"
+    it pays or ``layout`` asks for it (a model without convolutions keeps the default), compiled
+    when asked. Returns what was done, for run.json."""
+    layout = "channels_last" if channels_last_pays(precision, layout) and to_channels_last(model) else "default"
     if compile:
         compile_networks(model)
     return {"precision": precision, "layout": layout, "compile": bool(compile)}

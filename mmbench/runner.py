@@ -186,7 +186,8 @@ def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Pat
 
     torch.manual_seed(spec.seed)
     model = posterior.build_model(modalities, hp["latent_dim"]).to(device)
-    info["provenance"]["layout"] = prepare_model(model, hp["precision"], compile=hp["compile"])["layout"]
+    info["provenance"]["layout"] = prepare_model(model, hp["precision"], compile=hp["compile"],
+                                                 layout=spec.hparams.get("layout"))["layout"]
     cfg = TrainConfig(**{f.name: hp[f.name] for f in fields(TrainConfig) if f.name != "seed"}, seed=spec.seed)
     checkpoint = run_dir / "checkpoint.pt"
     resume = resumable_checkpoint(checkpoint, cfg, model)  # a bad or foreign one is named, set aside

@@ -50,6 +50,10 @@ ARITHMETIC = (
            "has bf16 instructions), auto (bf16 where it has them, else fp32)", choices=("fp32", "bf16", "auto")),
     Option("compile", "off", "torch.compile the networks and likelihoods (uncompiled where compiling fails): "
            "off (the default), on, auto (on CUDA only)", choices=("off", "on", "auto")),
+    Option("layout", "auto", "memory layout of the convolutions: auto (channels-last with bf16, the default "
+           "layout in fp32; the default), default, channels_last (in fp32 1.3-1.6x faster on AMD EPYC for "
+           "MMVAE's SVHN nets, slower on some Xeons: benchmarks/test_step.py times both)",
+           choices=("auto", "default", "channels_last")),
 )
 CORE = {o.name: o for o in GRID + TRAINING + ARITHMETIC}
 #: other names of core settings: {alias: name} (``--tracker`` for ``--trackers``, in a grid file too)

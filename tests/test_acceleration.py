@@ -245,6 +245,38 @@ def test_a_bf16_run_records_bf16(tmp_path, mmbench_home, single_thread, monkeypa
     assert "bf16 training" in _board_footer(tmp_path)
 
 
+def test_layout_channels_last_is_asked_for_and_recorded(tmp_path, mmbench_home, single_thread, monkeypatch):
+    from mmbench.acceleration import channels_last_pays
+
+    assert not channels_last_pays("fp32") and channels_last_pays("bf16")  # auto: with bf16 only
+    assert channels_last_pays("fp32", "channels_last") and not channels_last_pays("bf16", "default")
+    monkeypatch.setenv("MMBENCH_HOME", str(mmbench_home))
+    rc, err = mmbench("run", *GRID, "--layout", "channels_last", "--out", str(tmp_path))
+    assert rc == 0, err
+    info = json.loads((tmp_path / "tiny-digits/moe/seed-0/run.json").read_text())
+    assert info["spec"]["hparams"]["layout"] == "channels_last"
+    assert info["provenance"]["layout"] == "default"  # tiny-digits has no convolution to lay out
+
+
+def test_prepare_model_lays_out_convolutions_as_asked(plugins):
+    from mmbench.acceleration import prepare_model
+
+    model = plugins.posteriors.get("moe").build_model(plugins.datasets.get("digits").modalities, 20)
+    convolutions = [p for p in model.parameters() if p.dim() == 4]
+    assert convolutions and prepare_model(model, "fp32")["layout"] == "default"
+    assert not any(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in convolutions)
+    assert prepare_model(model, "fp32", layout="channels_last")["layout"] == "channels_last"
+    convolutions = [p for p in model.parameters() if p.dim() == 4]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in convolutions)
+
+
+def test_an_unknown_layout_is_one_line_before_any_run(tmp_path):
+    rc, err = mmbench("run", *GRID, "--layout", "nhwc", "--out", str(tmp_path))
+    assert rc == 2 and err.strip() == ("mmbench: error: --layout: layout must be one of auto, default, "
+                                       "channels_last (got 'nhwc')")
+    assert not any(tmp_path.iterdir())
+
+
 def test_an_unknown_precision_is_one_line_before_any_run(tmp_path):
     rc, err = mmbench("run", *GRID, "--precision", "fp16", "--out", str(tmp_path))
     assert rc == 2 and err.strip() == "mmbench: error: --precision: precision must be one of fp32, bf16, auto (got 'fp16')"
