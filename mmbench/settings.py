@@ -51,7 +51,7 @@ ARITHMETIC = (
     Option("compile", "off", "torch.compile the networks and likelihoods (uncompiled where compiling fails): "
            "off (the default), on, auto (on CUDA only)", choices=("off", "on", "auto")),
     Option("layout", "auto", "memory layout of the convolutions: auto (channels-last with bf16, the default "
-           "layout in fp32; the default), default, channels_last (in fp32 1.3-1.6x faster on AMD EPYC for "
+           "layout in fp32; the default), default, channels_last (in fp32 1.2-1.5x faster on AMD EPYCs for "
            "MMVAE's SVHN nets, slower on some Xeons: benchmarks/test_step.py times both)",
            choices=("auto", "default", "channels_last")),
 )
