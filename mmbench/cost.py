@@ -236,13 +236,13 @@ def growth_exponent(xs, ys) -> float:
 def measure(dataset, posterior, *, M: int, K: int, batch: int, latent_dim: int, device: torch.device,
             sweep: str = "M", repeats: int = 5, warmup: int = 1, precision: str = "fp32",
             compile: bool = False, estimator: str | None = None, gemm: float | None = None,
-            seed: int = 0) -> StepCost:
+            seed: int = 0, layout: str | None = None) -> StepCost:
     """Measure one training step of ``posterior`` on ``dataset`` configured with M modalities."""
     modalities = dataset.configure(modalities=M).modalities
     torch.manual_seed(seed)
     model = posterior.build_model(modalities, latent_dim).to(device)
     xs = synthetic_batch(model, batch, seed)
-    prepare_model(model, precision, compile=compile)  # as training runs it
+    prepare_model(model, precision, compile=compile, layout=layout)  # as training runs it
     step = make_step(posterior, model, xs, K, estimator or posterior.estimators[0], precision)
     # The FLOP-counting and the memory-measuring steps are the first two untimed steps.
     flops, decoders, result = decoder_flops(model, step)
@@ -339,7 +339,8 @@ def machine_header(machine: dict) -> str:
         f"- when: {machine.get('started', '?')} to {machine.get('finished', '?')}",
         f"- machine: {machine.get('device_name') or machine['device']} ({machine['device']}), "
         f"{machine['threads']} torch threads, torch {machine['torch']}",
-        f"- arithmetic: {machine['precision']}{', compiled networks' if machine.get('compile') else ''}",
+        f"- arithmetic: {machine['precision']}{', compiled networks' if machine.get('compile') else ''}"
+        f"{', channels-last convolutions' if machine.get('layout') == 'channels_last' else ''}",
         f"- load average (1/5/15 min): {fmt_load(load.get('before'))} before, {fmt_load(load.get('after'))} after "
         "(on a quiet machine, at most about 1 per thread in use)",
         f"- reference GEMM ({machine['gemm_size']}² {machine['precision']} matmul, this process): "

@@ -48,6 +48,9 @@ def add_parser(sub) -> None:
                       help="fp32 (default), bf16 (autocast; where the CPU or GPU has bf16 instructions) or auto")
     cost.add_argument("--compile", action="store_true",
                       help="torch.compile the encoders, decoders and likelihoods (as `mmbench run --compile on`)")
+    cost.add_argument("--layout", default="auto",
+                      help="memory layout of the convolutions, as `mmbench run --layout` (default auto: "
+                           "channels-last with bf16 only)")
     cost.add_argument("--threads", type=positive_int, help="CPU threads (torch.set_num_threads)")
     cost.add_argument("--gemm-size", type=positive_int, help="side of the reference matmul (default 8192 on CUDA, 1536 on CPU)")
     cost.add_argument("--out", default=str(DEFAULT_OUT), help=f"where cost.json/.md/.png go (default {DEFAULT_OUT})")
@@ -87,7 +90,7 @@ def run(args) -> int:
     import torch
 
     from . import cost
-    from .acceleration import resolve_precision
+    from .acceleration import channels_last_pays, resolve_precision
     from .device import resolve_device
     from .plugins import get_plugins
     from .results import atomic_write_json, atomic_write_text, utc_now
@@ -100,13 +103,14 @@ def run(args) -> int:
         dataset.configure(**{MODALITY_COUNT: M})  # a dataset without the option, or an M it refuses, fails here
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
+    channels_last_pays(precision, args.layout)  # an unknown layout: one line, before any measuring
     if args.threads:
         torch.set_num_threads(args.threads)
     latent_dim = args.latent_dim or dataset.defaults.get("latent_dim", 20)
     gemm_size = args.gemm_size or cost.default_gemm_size(device)
     machine = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
                "torch": torch.__version__, "threads": torch.get_num_threads(), "precision": precision,
-               "compile": args.compile, "gemm_size": gemm_size, "command": " ".join(["mmbench", *sys.argv[1:]]),
+               "compile": args.compile, "layout": args.layout, "gemm_size": gemm_size, "command": " ".join(["mmbench", *sys.argv[1:]]),
                "started": utc_now(), "load_average": {"before": cost.load_averages()}}
     gemm = cost.gemm_rate(device, precision, gemm_size)
     print(f"mmbench cost: {dataset.name}, {device}, {precision}{', compiled' if args.compile else ''}, "
@@ -121,6 +125,7 @@ def run(args) -> int:
     cells = cost.run_grid(dataset, posteriors, modalities=modalities, K=args.K, batch=args.batch_size,
                           latent_dim=latent_dim, device=device, Ks=Ks, batches=batches, progress=progress,
                           repeats=args.repeats, warmup=args.warmup, precision=precision, compile=args.compile,
+                          layout=args.layout,
                           estimator=args.estimator, gemm=gemm)
     gemm_after = cost.gemm_rate(device, precision, gemm_size)
     if gemm_after > gemm:  # every fraction against the machine's best measured rate

@@ -120,7 +120,7 @@ def test_cost_cli_end_to_end(tmp_path):
     out = tmp_path / "cost"
     proc = run_cli("cost", "--modalities", "2..3", "--posteriors", "moe,is-elbo", "--K", "1", "--batch-size", "2",
                    "--repeats", "1", "--warmup", "0", "--Ks", "1,2", "--threads", "1", "--gemm-size", "128",
-                   "--device", "cpu", "--out", str(out))
+                   "--device", "cpu", "--layout", "channels_last", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     data = json.loads((out / "cost.json").read_text())
     counted = {(c["posterior"], c["sweep"], c["M"], c["K"]): c["passes_counted"] for c in data["cells"]}
@@ -129,10 +129,11 @@ def test_cost_cli_end_to_end(tmp_path):
     report = (out / "cost.md").read_text()
     assert (out / "cost.png").stat().st_size > 0 and "| moe | M | 3 |" in report
     assert "load average (1/5/15 min)" in report and "mmbench cost --modalities 2..3" in report
+    assert data["machine"]["layout"] == "channels_last" and "fp32, channels-last convolutions" in report
     assert len(data["machine"]["load_average"]["before"]) == 3 and data["machine"]["gemm_gflops_after"] > 0
 
 
-@pytest.mark.parametrize("args", [["--modalities", "two"], ["--dataset", "digits"]])
+@pytest.mark.parametrize("args", [["--modalities", "two"], ["--dataset", "digits"], ["--layout", "nhwc"]])
 def test_cost_cli_bad_input_is_one_line(tmp_path, args):
     proc = run_cli("cost", *args, "--out", str(tmp_path))
     assert proc.returncode == 2
