@@ -16,45 +16,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
+import statistics
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from mmbench.cost import synthetic_batch
+from mmbench.cost import gemm_rate, make_step, synthetic_batch, time_step
 from mmbench.plugins import get_plugins
 
+CPU = torch.device("cpu")
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
 CONVOLUTIONS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution")
 
 
-def gemm_rate(n: int = 1536, repeats: int = 20) -> float:
-    """GFLOP/s of an n×n fp32 matmul on this machine, now."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
 def profile_step(posterior, model, xs, K: int, steps: int = 10) -> dict:
-    optimiser = torch.optim.Adam(model.parameters(), 1e-3, amsgrad=True)
-
-    def step():
-        loss = posterior.objective(model, xs, K, posterior.estimators[0]).loss
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-
+    step = make_step(posterior, model, xs, K, posterior.estimators[0])  # as `mmbench cost` steps
     for _ in range(5):
         step()
-    start = time.perf_counter()
-    for _ in range(2 * steps):
-        step()
-    step_ms = (time.perf_counter() - start) / (2 * steps) * 1000
+    step_ms = 1000 * statistics.median(time_step(step, CPU, 2 * steps, warmup=0))
     counter = FlopCounterMode(display=False)
     with counter:
         step()
@@ -86,7 +66,7 @@ def main() -> None:
     latent = dataset.defaults["latent_dim"]
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, {args.dataset} nets, batch {batch}, K {K}")
-    peak = gemm_rate()
+    peak = gemm_rate(CPU, "fp32", 1536) / 1e9
     print(f"1536² fp32 GEMM: {peak:.0f} GFLOP/s")
     for name in args.posteriors.split(","):
         posterior = plugins.posteriors.get(name)

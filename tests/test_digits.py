@@ -130,7 +130,6 @@ def test_the_digit_is_the_darker_colour_and_survives_a_colourless_median(digits_
     digit's colourings (the best a decoder ignorant of the colours can do under the Laplace
     likelihood) still shows the stroke; drawn either way round, as version 2 did, it fades."""
     text = plugins.datasets.get("digits").modalities[2]
-    weights = torch.tensor([0.299, 0.587, 0.114])[:, None, None]
     lum = {name: mmbench_digits.luminance(rgb) for name, rgb in mmbench_digits.PALETTE.items()}
     for split in (digits_data.train, digits_data.test):
         # every caption names a darker ink than its ground ...
@@ -139,20 +138,18 @@ def test_the_digit_is_the_darker_colour_and_survives_a_colourless_median(digits_
             assert lum[bg] - lum[fg] > 0.25, (fg, bg)
         # ... and the pixels agree: an image's 30 darkest pixels (stroke) are darker than its
         # median pixel (ground) by more than the noise makes its 30 brightest ones lighter (< 0.12)
-        brightness = (as_unit_interval(split.pools["colour"]) * weights).sum(1).flatten(1)
+        brightness = mmbench_digits.luminance(as_unit_interval(split.pools["colour"]).unbind(1)).flatten(1)
         darkest = brightness.sort(1).values[:, :30].mean(1)
         assert bool((brightness.median(1).values - darkest > 0.15).all())
     zero = load_digits().images[0]  # a zero: its centre is ground, its ring is stroke
-    stroke = torch.zeros(32, 32, dtype=torch.bool)  # the pixels the stroke covers (almost) fully
-    stroke[4:28, 4:28] = torch.nn.functional.interpolate(torch.as_tensor(zero)[None, None] / 16, size=(24, 24),
-                                                         mode="bilinear", align_corners=False)[0, 0] > 0.8
+    stroke = mmbench_digits.stroke_mask(zero, 24, 4, 4) > 0.8  # the pixels the stroke covers (almost) fully
     pairs = mmbench_digits.colour_pairs()
     both = pairs + [(bg, fg) for fg, bg in pairs]
 
     def ground_minus_stroke(chosen):
         """Luminance of the median image's ground minus its stroke's."""
         median = torch.stack([mmbench_digits.draw_colour(zero, fg, bg, 24, 4, 4) for fg, bg in chosen]).median(0).values
-        brightness = (median * weights).sum(0)
+        brightness = mmbench_digits.luminance(median.unbind(0))
         return (brightness[~stroke].mean() - brightness[stroke].mean()).item()
 
     assert ground_minus_stroke(pairs) > 0.3

@@ -93,13 +93,19 @@ def render_grey(digits8: np.ndarray) -> torch.Tensor:
     return F.pad(x, (4, 4, 4, 4)).clamp(0, 1)
 
 
-def draw_colour(digit8: np.ndarray, fg: str, bg: str, size: int, top: int, left: int) -> torch.Tensor:
-    """One 8×8 digit (0..16) -> [3, 32, 32] in [0, 1], noiseless: the stroke upscaled to
-    ``size`` px at (top, left), in colour ``fg`` on ``bg`` (names in PALETTE)."""
+def stroke_mask(digit8: np.ndarray, size: int, top: int, left: int) -> torch.Tensor:
+    """One 8×8 digit (0..16) -> [32, 32] ink coverage in [0, 1]: upscaled to ``size`` px at (top, left)."""
     stroke = torch.as_tensor(digit8, dtype=torch.float32)[None, None] / 16.0
     stroke = F.interpolate(stroke, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
     mask = torch.zeros(32, 32)
     mask[top:top + size, left:left + size] = stroke.clamp(0, 1)
+    return mask
+
+
+def draw_colour(digit8: np.ndarray, fg: str, bg: str, size: int, top: int, left: int) -> torch.Tensor:
+    """One 8×8 digit (0..16) -> [3, 32, 32] in [0, 1], noiseless: its stroke_mask in colour
+    ``fg`` on ``bg`` (names in PALETTE)."""
+    mask = stroke_mask(digit8, size, top, left)
     fg_rgb = torch.tensor(PALETTE[fg])[:, None, None]
     bg_rgb = torch.tensor(PALETTE[bg])[:, None, None]
     return bg_rgb * (1 - mask) + fg_rgb * mask
