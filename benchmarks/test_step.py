@@ -9,9 +9,11 @@ networks with synthetic tensors:
 - ``digits``: the default dataset's networks (grey MLP, colour conv encoder + MLP decoder,
   caption MLP), its defaults batch 128, K = 2.
 
-Variants: ``loop-fp32`` (the baseline: the seed code's structure), ``stacked-fp32`` (as
-``mmbench run`` trains, default layout), ``stacked-fp32-channels_last`` (the other fp32 layout,
-nets with convolutions only), ``loop-bf16`` and ``stacked-bf16`` (autocast, channels-last as
+Variants: ``loop-fp32`` (the baseline: the seed code's structure), ``stacked-fp32`` (the
+whole batch in one pass, default layout), ``stacked-fp32-channels_last`` (the other fp32 layout,
+nets with convolutions only), ``stacked-fp32-micro`` (as ``mmbench run`` trains on the CPU: the
+step in item chunks of ``micro_batch`` auto, mmbench.step — the whole batch where the step is
+small), ``loop-bf16``, ``stacked-bf16`` and ``stacked-bf16-micro`` (autocast, channels-last as
 ``mmbench run --precision bf16`` trains; where the processor has bf16 instructions). Before
 timing, each fp32 stacked variant is checked to give the loop's bound and gradients on the
 same samples. At the end the terminal summary prints every median and its speed-up over
@@ -42,6 +44,7 @@ from mmbench.cost import synthetic_batch
 from mmbench.distributions import laplace_log_prob, log_mean_exp, normal_kl
 from mmbench.modalities import PIXEL_EPS, ImageModality, as_unit_interval
 from mmbench.plugins import get_plugins
+from mmbench.step import auto_micro_batch, backward_step
 
 ROUNDS = int(os.environ.get("MMBENCH_BENCH_ROUNDS", 5))
 LATENT = 20
@@ -203,8 +206,10 @@ VARIANTS = {  # name: (implementation, precision, channels-last)
     "loop-fp32": ("loop", "fp32", False),
     "stacked-fp32": ("stacked", "fp32", False),
     "stacked-fp32-channels_last": ("stacked", "fp32", True),
+    "stacked-fp32-micro": ("micro", "fp32", False),
     "loop-bf16": ("loop", "bf16", False),
     "stacked-bf16": ("stacked", "bf16", True),
+    "stacked-bf16-micro": ("micro", "bf16", True),
 }
 
 
@@ -234,22 +239,25 @@ def test_training_step(benchmark, nets, name, variant):
     reference.load_state_dict(model.state_dict())
     xs = synthetic_batch(reference, batch)
     estimator = posterior.estimators[0]
-    if impl == "stacked" and precision == "fp32":
-        # same samples, same bound, same gradients (checked on a small batch to keep it quick)
+    if impl != "loop" and precision == "fp32":
+        # same samples, same bound, same gradients (checked on a small batch to keep it quick);
+        # that item chunks add up to the batch's step is tests/test_step.py's
         _same_objective(posterior, model, reference, [x[:8] for x in xs], 4, estimator)
+    micro_batch = auto_micro_batch(posterior, model, xs, K, estimator, precision) if impl == "micro" else None
 
     def step():
-        with autocast(CPU, precision):
-            if impl == "stacked":
-                loss = posterior.objective(model, xs, K, estimator).loss
-            else:
-                loss = NAIVE[name](model, xs, K, estimator=estimator)[0]
         model.zero_grad(set_to_none=True)
-        loss.backward()
+        if impl == "loop":
+            with autocast(CPU, precision):
+                loss = NAIVE[name](model, xs, K, estimator=estimator)[0]
+            loss.backward()
+        else:
+            backward_step(posterior, model, xs, K, estimator, precision, micro_batch)
 
     benchmark.group = f"{name} step, {nets} nets, batch {batch}, K {K}"
     benchmark.extra_info.update(posterior=name, nets=nets, variant=variant, batch=batch, K=K,
-                                threads=torch.get_num_threads(), decoder_passes=posterior.decoder_passes(len(xs)))
+                                threads=torch.get_num_threads(), decoder_passes=posterior.decoder_passes(len(xs)),
+                                micro_batch=micro_batch)
     benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     if benchmark.stats is not None:
         record_step(f"{nets} (batch {batch}, K {K})", name, variant, benchmark.stats.stats.median)

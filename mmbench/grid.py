@@ -43,6 +43,7 @@ from .errors import MMBenchError
 from .runner import RunSpec, resolve_estimator, resolve_metrics
 from .settings import (ARITHMETIC, CORE, CORE_ALIASES, HPARAMS, MODALITY_COUNT, Assignment, alias, chosen, located,
                        owner, unknown_setting)
+from .step import require_splittable
 from .tracking import require_available, resolve_trackers
 
 #: grid-file tables that are not owners: the core's hyper-parameters grouped, and options of every dataset
@@ -178,6 +179,8 @@ def plan(layers: list[Layer], plugins) -> Grid:
     metric_options = {m.name: m.changed_options for m in [*metrics, *artifacts] if m.changed_options}
     for posterior in posteriors:
         resolve_estimator(posterior, core["estimator"])  # a posterior without it fails here
+        if core["micro_batch"] is not None:
+            require_splittable(posterior)
 
     cells = []
     for dataset in datasets:

@@ -107,10 +107,14 @@ def resumable_checkpoint(path: Path, cfg, model) -> dict | None:
     if not isinstance(state, dict) or not CHECKPOINT_KEYS <= set(state):
         quarantine(path, "is not an mmbench checkpoint (keys missing)", start_over)
         return None
-    # a checkpoint from before precisions existed was trained in fp32
-    saved = {"precision": "fp32", **state["config"]} if isinstance(state["config"], dict) else None
-    if saved != asdict(cfg):
-        quarantine(path, f"was written with other settings ({differences(saved or {}, asdict(cfg))})", start_over)
+    # a checkpoint from before precisions existed was trained in fp32, from before micro-batches
+    # on whole batches; how a step is chunked does not change its math, and a resumed run keeps
+    # the chunking it began with (the caller reads it from the checkpoint's config)
+    saved = ({"precision": "fp32", "micro_batch": state["config"].get("batch_size"), **state["config"]}
+             if isinstance(state["config"], dict) else None)
+    wanted = {**asdict(cfg), "micro_batch": (saved or {}).get("micro_batch")}
+    if saved != wanted:
+        quarantine(path, f"was written with other settings ({differences(saved or {}, wanted)})", start_over)
         return None
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(getattr(v, "shape", ())) for k, v in state["model"].items()} if isinstance(state["model"], dict) else {}

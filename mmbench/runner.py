@@ -24,6 +24,7 @@ from .renames import refuse_foreign
 from .integrity import resumable_checkpoint
 from .results import SCHEMA_VERSION, atomic_write_json, differences, read_json, utc_now, write_metrics
 from .settings import HPARAMS, alias
+from .step import resolve_micro_batch
 from .tracking import RunTrackers
 from .train import Diverged, TrainConfig, train
 
@@ -188,9 +189,13 @@ def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Pat
     model = posterior.build_model(modalities, hp["latent_dim"]).to(device)
     info["provenance"]["layout"] = prepare_model(model, hp["precision"], compile=hp["compile"],
                                                  layout=spec.hparams.get("layout"))["layout"]
+    hp["micro_batch"] = resolve_micro_batch(spec.hparams.get("micro_batch"), posterior, model, data.train,
+                                            hp["batch_size"], hp["K"], hp["estimator"], hp["precision"])
     cfg = TrainConfig(**{f.name: hp[f.name] for f in fields(TrainConfig) if f.name != "seed"}, seed=spec.seed)
     checkpoint = run_dir / "checkpoint.pt"
     resume = resumable_checkpoint(checkpoint, cfg, model)  # a bad or foreign one is named, set aside
+    if resume is not None:  # the step's chunking the run began with (whole batches before there were chunks)
+        cfg.micro_batch = hp["micro_batch"] = resume["config"].get("micro_batch", cfg.batch_size)
     run_info = {**copy.deepcopy(info), "run_dir": str(run_dir.resolve()),
                 "name": f"{spec.dataset}/{spec.posterior}/seed-{spec.seed}"}
     following.start(run_info, history=resume["history"] if resume else [])

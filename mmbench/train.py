@@ -12,10 +12,10 @@ from typing import Callable
 
 import torch
 
-from .acceleration import autocast
 from .api import Split
 from .datasets import atomic_torch_save
 from .errors import MMBenchError
+from .step import backward_step
 
 
 @dataclass
@@ -27,6 +27,7 @@ class TrainConfig:
     estimator: str
     seed: int
     precision: str = "fp32"  # "bf16": the forward pass under bf16 autocast (mmbench.acceleration)
+    micro_batch: int | None = None  # items per forward/backward chunk of a step; None: the whole batch (mmbench.step)
 
 
 class Diverged(Exception):
@@ -104,18 +105,16 @@ def train(model, posterior, split: Split, cfg: TrainConfig, *, checkpoint: Path 
         for step in range(steps):
             rows = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             xs = split.batch(rows, names)
-            with autocast(device, cfg.precision):
-                result = posterior.objective(model, xs, cfg.K, cfg.estimator)
             optimizer.zero_grad(set_to_none=True)
-            result.loss.backward()
+            step_bound, passes = backward_step(posterior, model, xs, cfg.K, cfg.estimator, cfg.precision,
+                                               cfg.micro_batch)
             optimizer.step()
-            bound_sum += result.bound * len(rows)
-            passes = result.decoder_passes
+            bound_sum += step_bound
             if bar is not None:
                 bar.update()
                 if step % 20 == 0:
                     # Reading the value syncs the device; only the progress bar does it, rarely.
-                    bar.set_postfix(bound=f"{result.bound.item():.1f}")
+                    bar.set_postfix(bound=f"{step_bound.item() / len(rows):.1f}")
         if bar is not None:
             bar.close()
         epoch_bound = (bound_sum / n).item()

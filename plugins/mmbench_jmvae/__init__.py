@@ -39,6 +39,7 @@ class JMVAE(Posterior):
     name = "jmvae"
     description = "JMVAE-kl: a joint encoder's ELBO, unimodal encoders pulled to it by α·KL (Suzuki et al. 2016)"
     family = DiagonalNormal()
+    items_independent = True  # every term of the objective is per item (mmbench.step)
     estimators = ("reparam",)
     options = (Option("alpha", 0.1, "α, the weight of Σ_m KL(q(z|X) ‖ q(z|x_m)); 0 is JMVAE-zero", low=0.0),)
 

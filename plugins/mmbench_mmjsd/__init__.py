@@ -66,6 +66,7 @@ class MMJSD(Posterior):
     name = "mmjsd"
     description = "mmJSD: mixture of Gaussian experts, JS divergence to a dynamic prior (their geometric mean)"
     family = DiagonalNormal()
+    items_independent = True  # every term of the objective is per item (mmbench.step)
     estimators = ("reparam",)
     options = (Option("beta", 2.5, "weight β of the JS divergence (the authors' MNIST–SVHN–Text run: 2.5)", low=0.0),)
 

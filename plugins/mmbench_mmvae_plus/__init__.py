@@ -82,6 +82,7 @@ class MMVAEPlus(Posterior):
     description = ("MMVAE+: MoE shared latent, private latents with auxiliary priors for cross "
                    "reconstruction; stratified IWAE (MMVAE Eq. 3), DReG")
     family = SoftmaxLaplace()
+    items_independent = True  # every term of the objective is per item (mmbench.step)
     estimators = ("dreg", "iwae")
     options = (
         Option("private_dim", 32, "size D_w of each modality's private latent (the shared one's is --latent-dim)", low=1),

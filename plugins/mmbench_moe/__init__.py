@@ -49,6 +49,7 @@ def _log_weights(model, xs, K, detach_q: bool):
 
 class _MixturePosterior(Posterior):
     family = SoftmaxLaplace()
+    items_independent = True  # importance weights normalise within an item (mmbench.step)
 
     def condition(self, model, experts, observed):
         return Mixture([experts[m] for m in observed])

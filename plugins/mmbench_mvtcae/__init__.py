@@ -42,6 +42,7 @@ class MVTCAE(Posterior):
     name = "mvtcae"
     description = "MVTCAE: product of Gaussian experts, total-correlation objective (α, β)"
     family = DiagonalNormal()
+    items_independent = True  # every term of the objective is per item (mmbench.step)
     estimators = ("reparam",)
     options = (
         Option("alpha", 5 / 6, "α, the share of the conditional KLs KL(q(z|X)‖q_m) (the authors' PolyMNIST run: 5/6)",

@@ -25,6 +25,7 @@ class PoE(Posterior):
     by_default = True
     description = "MVAE product of Gaussian experts with a prior expert; full-set + unimodal ELBOs"
     family = DiagonalNormal()
+    items_independent = True  # every term of the objective is per item (mmbench.step)
     estimators = ("reparam",)
 
     def decoder_passes(self, num_modalities):

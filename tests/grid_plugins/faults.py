@@ -9,7 +9,9 @@ an interrupted-then-resumed run and an uninterrupted one would move. Its option 
 batch's size) was called ``test_pairs`` before it owned it, as options that moved out of the
 core keep their former names.
 ``diverging``: PoE whose bound turns NaN in its second epoch (tiny-digits: 1400 pairs in
-batches of 128 make 11 steps an epoch)."""
+batches of 128 make 11 steps an epoch).
+``test-coupled``: PoE that does not declare ``items_independent``, so its steps may not be
+split into micro-batches."""
 
 import numpy as np
 import torch
@@ -81,6 +83,12 @@ class Diverging(PoE):
         return result
 
 
+class Coupled(PoE):
+    name = "test-coupled"
+    description = "poe that does not declare its objective a mean over items (a test plugin)"
+    items_independent = False
+
+
 @hookimpl
 def register_datasets(register):
     register(TinyDigits())
@@ -94,3 +102,4 @@ def register_metrics(register):
 @hookimpl
 def register_posteriors(register):
     register(Diverging())
+    register(Coupled())

@@ -73,6 +73,7 @@ class MoPoE(Posterior):
     name = "mopoe"
     description = "MoPoE: mixture over all subsets of products of experts, generalized ELBO (Sutter et al. 2021)"
     family = DiagonalNormal()
+    items_independent = True  # every term of the objective is per item (mmbench.step)
     estimators = ("reparam",)
 
     def decoder_passes(self, num_modalities):

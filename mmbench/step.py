@@ -1,0 +1,128 @@
+"""One training step's forward and backward pass: on the whole batch, or item chunk by item chunk.
+
+When a posterior's objective is a mean over the batch's items of per-item terms
+(``Posterior.items_independent``: its importance weights, DReG factors and KLs never mix two
+items), the gradient of the batch is the item-weighted sum of its chunks' gradients. Computing a
+step chunk by chunk ("micro-batches", gradients added up in ``.grad``) is then the same step, not
+an approximation: same bound, same gradient, to float rounding. What changes is where the
+arithmetic's data lives. MMVAE's SVHN decoder at K = 30 keeps about 7 MB per item for its
+backward pass (activations of its 60 latents), 0.5 GiB for a batch of 128: every element-wise
+kernel and every convolution then streams from memory. Six items at a time fit the processor's
+cache, and the step runs twice as fast on a 2-core CPU (results/cost.md). On a GPU, whose kernels want
+large batches, the whole batch is one chunk unless asked otherwise.
+
+Only the assignment of random draws to items depends on the chunking (a chunk draws for its own
+items), so ``auto`` decides from the model and the run's settings alone, never from timings or
+the machine, and a run's chunking is recorded in run.json (``resolved_hparams.micro_batch``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .acceleration import autocast
+from .errors import MMBenchError
+
+#: auto's budget for the tensors one chunk keeps for its backward pass. Measured on a 2-core
+#: EPYC (32 MiB of L3), MMVAE's MNIST–SVHN nets at K = 30, batch 128: moe (4.4 MiB an item)
+#: ran its step 2.1–2.3x faster in chunks of 4–8 items (17–35 MiB) than whole (556 MiB),
+#: 1.8x in chunks of 11, and chunks of 2 lost to per-call overheads; is-elbo (2.2 MiB an item)
+#: fastest at 8–14. The default dataset's steps keep 12–37 MiB a batch, and chunks of them were
+#: no faster: auto splits only a step that keeps at least twice the budget.
+SAVED_BYTES_BUDGET = 24 * 2**20
+
+
+def require_splittable(posterior) -> None:
+    """Raise a one-line MMBenchError unless ``posterior``'s steps may be computed in item chunks."""
+    if not getattr(posterior, "items_independent", False):
+        raise MMBenchError(f"posterior '{posterior.name}' does not declare its objective a mean over items "
+                           "(items_independent), so its steps cannot be split into micro-batches; leave micro_batch unset")
+
+
+def chunk_sizes(batch: int, micro_batch: int) -> list[int]:
+    """The batch split into the fewest chunks of at most ``micro_batch`` items, as even as they
+    can be (128 at 48 -> 43, 43, 42)."""
+    chunks = max(1, math.ceil(batch / micro_batch))
+    base, extra = divmod(batch, chunks)
+    return [base + 1] * extra + [base] * (chunks - extra)
+
+
+def backward_step(posterior, model, xs: list[Tensor], K: int, estimator: str, precision: str = "fp32",
+                  micro_batch: int | None = None) -> tuple[Tensor, float]:
+    """The objective's forward pass and backward pass on ``xs``, gradients added to ``.grad``
+    (the caller zeroes them and steps the optimiser). With ``micro_batch`` smaller than the
+    batch, item chunks of at most that many items, each loss scaled by its share of the batch;
+    that needs ``posterior.items_independent``. Returns (the bound summed over the items, as a
+    tensor on the device; the decoder passes the objective counted)."""
+    batch = xs[0].shape[0]
+    device = xs[0].device
+    sizes = [batch] if micro_batch is None or micro_batch >= batch else chunk_sizes(batch, micro_batch)
+    if len(sizes) > 1:
+        require_splittable(posterior)
+    bound_sum, start = torch.zeros((), device=device), 0
+    for size in sizes:
+        part = xs if size == batch else [x[start:start + size] for x in xs]
+        with autocast(device, precision):
+            result = posterior.objective(model, part, K, estimator)
+        (result.loss * (size / batch) if size != batch else result.loss).backward()
+        bound_sum = bound_sum + result.bound.detach() * size
+        start += size
+    return bound_sum, result.decoder_passes
+
+
+def saved_bytes_per_item(posterior, model, xs: list[Tensor], K: int, estimator: str, precision: str = "fp32",
+                         items: tuple[int, int] = (2, 4)) -> float:
+    """Bytes the autograd graph of one step keeps for its backward pass, per batch item: the
+    growth between steps on ``items`` items of ``xs`` (so the parameters, kept whatever the
+    batch, cancel out), each stored tensor counted once. The model's state, its gradients and
+    the random number generators are left as they were."""
+    measured = []
+    counter = getattr(model, "latents_decoded", None)
+    was_training = model.training
+    model.eval()  # no running statistics updated by the probe
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for n in items:
+                storages: dict[int, int] = {}
+
+                def pack(t: Tensor) -> Tensor:
+                    storage = t.untyped_storage()
+                    storages[storage.data_ptr()] = storage.nbytes()
+                    return t
+
+                with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(xs[0].device, precision):
+                    posterior.objective(model, [x[:n] for x in xs], K, estimator)
+                measured.append(sum(storages.values()))
+    finally:
+        model.train(was_training)
+        if counter is not None:
+            model.latents_decoded = counter
+    return max(0.0, (measured[1] - measured[0]) / (items[1] - items[0]))
+
+
+def auto_micro_batch(posterior, model, xs: list[Tensor], K: int, estimator: str, precision: str = "fp32") -> int:
+    """Items per chunk for ``micro_batch`` auto, given a first batch ``xs``: the whole batch on a
+    GPU, for a posterior without ``items_independent``, or where the step's saved tensors are
+    less than twice SAVED_BYTES_BUDGET; else the batch in as many chunks as the budget goes
+    into those tensors whole times."""
+    batch = xs[0].shape[0]
+    if xs[0].device.type != "cpu" or not getattr(posterior, "items_independent", False) or batch < 4:
+        return batch
+    chunks = int(saved_bytes_per_item(posterior, model, xs, K, estimator, precision) * batch // SAVED_BYTES_BUDGET)
+    return batch if chunks < 2 else math.ceil(batch / chunks)
+
+
+def resolve_micro_batch(requested: int | None, posterior, model, split, batch_size: int, K: int, estimator: str,
+                        precision: str = "fp32") -> int:
+    """Items per chunk of a run's steps: ``requested`` (None: auto, from the split's first batch
+    as the run will see it), at most the batch size. A posterior without ``items_independent``
+    whose step would be split is an error (the grid refuses it before anything is made)."""
+    if requested is not None:
+        if requested < batch_size:
+            require_splittable(posterior)
+        return min(requested, batch_size)
+    rows = torch.arange(min(batch_size, len(split)), device=split.index.device)
+    return auto_micro_batch(posterior, model, split.batch(rows, model.names), K, estimator, precision)
