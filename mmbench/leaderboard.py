@@ -375,7 +375,22 @@ def _provenance(records: list[RunRecord]) -> str:
             f"torch {', '.join(values('torch'))} on {', '.join(values('device'))} "
             f"({', '.join(values('device_name'))}), {'/'.join(precisions)} training; "
             f"git {', '.join(c[:12] for c in values('git_commit'))}; "
-            f"{hours:.2f} h of training and evaluation.{_changed_options(done)}")
+            f"{hours:.2f} h of training and evaluation.{_chunking(done)}{_changed_options(done)}")
+
+
+def _chunking(done: list[RunRecord]) -> str:
+    """' Steps in item chunks of 6 (2 of 4 runs).' where runs split their steps (mmbench.step):
+    the same math, other assignments of random draws to items."""
+    sizes = {}
+    for r in done:
+        hp = r.info.get("resolved_hparams", {})
+        if hp.get("micro_batch") is not None and hp["micro_batch"] < hp.get("batch_size", 0):
+            sizes.setdefault(hp["micro_batch"], 0)
+            sizes[hp["micro_batch"]] += 1
+    if not sizes:
+        return ""
+    return (f" Steps in item chunks of {'/'.join(map(str, sorted(sizes)))} "
+            f"({sum(sizes.values())} of {len(done)} runs).")
 
 
 def _changed_options(done: list[RunRecord]) -> str:

@@ -147,6 +147,8 @@ def test_a_run_records_its_chunking_and_resumes_with_it(tmp_path, mmbench_home, 
     run_dir = out / "tiny-digits" / "moe" / "seed-0"
     assert json.loads((run_dir / "run.json").read_text())["resolved_hparams"]["micro_batch"] == 16
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["config"]["micro_batch"] == 16
+    rc, board, _ = mmbench("leaderboard", str(out), "--provenance")
+    assert rc == 0 and "Steps in item chunks of 16 (1 of 1 runs)." in board
 
     whole = tmp_path / "whole"
     rc, _, stderr = mmbench("run", *grid, "--out", str(whole))  # auto: tiny steps stay whole
@@ -155,6 +157,8 @@ def test_a_run_records_its_chunking_and_resumes_with_it(tmp_path, mmbench_home, 
     info = json.loads((run_dir / "run.json").read_text())
     assert info["resolved_hparams"]["micro_batch"] == info["resolved_hparams"]["batch_size"]
     finished = (run_dir / "metrics.jsonl").read_text()
+    rc, board, _ = mmbench("leaderboard", str(whole), "--provenance")
+    assert rc == 0 and "item chunks" not in board
     # an older checkpoint of its first epoch, written before there were chunks
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     first = tmp_path / "first"

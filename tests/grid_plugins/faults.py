@@ -75,7 +75,7 @@ class Diverging(PoE):
 
     def objective(self, model, xs, K, estimator):
         result = super().objective(model, xs, K, estimator)
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and model.training:  # training steps only (not the micro-batch probe)
             model.steps_seen = getattr(model, "steps_seen", 0) + 1
             if model.steps_seen > 11:
                 result.loss = result.loss * float("nan")
