@@ -222,24 +222,28 @@ def threads():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("name", ["moe", "moe-tight", "is-elbo", "poe"])
-@pytest.mark.parametrize("nets", list(NETS))
-def test_training_step(benchmark, nets, name, variant):
+class Unavailable(Exception):
+    """A variant that cannot run here (no bf16 instructions, no convolutions to lay out)."""
+
+
+def build_step(nets: str, name: str, variant: str, check: bool = True):
+    """One training step of ``name`` on ``nets`` as ``variant`` runs it: (a closure doing
+    forward + backward, what it is). With ``check``, a stacked fp32 variant is first checked to
+    give the loop's bound and gradients on the same samples. Raises Unavailable."""
     impl, precision, channels_last = VARIANTS[variant]
     if precision == "bf16" and cpu_bf16_support() is None:
-        pytest.skip("this CPU has no bf16 instructions (avx512_bf16 or amx_bf16)")
+        raise Unavailable("this CPU has no bf16 instructions (avx512_bf16 or amx_bf16)")
     batch, K = size(nets)
     posterior = get_plugins().posteriors.get(name)
     torch.manual_seed(0)
     model = posterior.build_model(NETS[nets][0](), LATENT)
     if channels_last and not to_channels_last(model):
-        pytest.skip(f"the {nets} networks have no convolutions")
+        raise Unavailable(f"the {nets} networks have no convolutions")
     reference = posterior.build_model(model.modalities, LATENT)  # the loop's plain model, same weights
     reference.load_state_dict(model.state_dict())
     xs = synthetic_batch(reference, batch)
     estimator = posterior.estimators[0]
-    if impl != "loop" and precision == "fp32":
+    if check and impl != "loop" and precision == "fp32":
         # same samples, same bound, same gradients (checked on a small batch to keep it quick);
         # that item chunks add up to the batch's step is tests/test_step.py's
         _same_objective(posterior, model, reference, [x[:8] for x in xs], 4, estimator)
@@ -254,10 +258,21 @@ def test_training_step(benchmark, nets, name, variant):
         else:
             backward_step(posterior, model, xs, K, estimator, precision, micro_batch)
 
-    benchmark.group = f"{name} step, {nets} nets, batch {batch}, K {K}"
-    benchmark.extra_info.update(posterior=name, nets=nets, variant=variant, batch=batch, K=K,
-                                threads=torch.get_num_threads(), decoder_passes=posterior.decoder_passes(len(xs)),
-                                micro_batch=micro_batch)
+    info = dict(posterior=name, nets=nets, variant=variant, batch=batch, K=K, threads=torch.get_num_threads(),
+                decoder_passes=posterior.decoder_passes(len(xs)), micro_batch=micro_batch)
+    return step, info
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("name", ["moe", "moe-tight", "is-elbo", "poe"])
+@pytest.mark.parametrize("nets", list(NETS))
+def test_training_step(benchmark, nets, name, variant):
+    try:
+        step, info = build_step(nets, name, variant)
+    except Unavailable as why:
+        pytest.skip(str(why))
+    benchmark.group = f"{name} step, {nets} nets, batch {info['batch']}, K {info['K']}"
+    benchmark.extra_info.update(info)
     benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     if benchmark.stats is not None:
-        record_step(f"{nets} (batch {batch}, K {K})", name, variant, benchmark.stats.stats.median)
+        record_step(f"{nets} (batch {info['batch']}, K {info['K']})", name, variant, benchmark.stats.stats.median)

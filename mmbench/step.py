@@ -5,15 +5,17 @@ When a posterior's objective is a mean over the batch's items of per-item terms
 items), the gradient of the batch is the item-weighted sum of its chunks' gradients. Computing a
 step chunk by chunk ("micro-batches", gradients added up in ``.grad``) is then the same step, not
 an approximation: same bound, same gradient, to float rounding. What changes is where the
-arithmetic's data lives. MMVAE's SVHN decoder at K = 30 keeps about 7 MB per item for its
-backward pass (activations of its 60 latents), 0.5 GiB for a batch of 128: every element-wise
-kernel and every convolution then streams from memory. Six items at a time fit the processor's
-cache, and the step runs twice as fast on a 2-core CPU (results/cost.md). On a GPU, whose kernels want
-large batches, the whole batch is one chunk unless asked otherwise.
+arithmetic's data lives. MMVAE's MNIST–SVHN step at K = 30 keeps 4.4 MiB an item for its
+backward pass (mostly the SVHN decoder's activations of the item's 60 latents), 556 MiB for a
+batch of 128: every element-wise kernel and every convolution then streams from memory. Six
+items at a time fit the processor's cache, and the step runs twice as fast on a 2-core CPU
+(results/cost.md). On a GPU, whose kernels want large batches, the batch stays whole unless a
+chunk size is asked for.
 
 Only the assignment of random draws to items depends on the chunking (a chunk draws for its own
-items), so ``auto`` decides from the model and the run's settings alone, never from timings or
-the machine, and a run's chunking is recorded in run.json (``resolved_hparams.micro_batch``).
+items), so ``auto`` decides from the model, the run's settings and the device type alone — never
+from timings or the processor's cache — and a run records its chunking in run.json
+(``resolved_hparams.micro_batch``).
 """
 
 from __future__ import annotations
