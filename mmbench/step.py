@@ -32,9 +32,12 @@ from .errors import MMBenchError
 #: EPYC (32 MiB of L3), MMVAE's MNIST–SVHN nets at K = 30, batch 128: moe (4.4 MiB an item)
 #: ran its step 2.1–2.3x faster in chunks of 4–8 items (17–35 MiB) than whole (556 MiB),
 #: 1.8x in chunks of 11, and chunks of 2 lost to per-call overheads; is-elbo (2.2 MiB an item)
-#: fastest at 8–14. The default dataset's steps keep 12–37 MiB a batch, and chunks of them were
-#: no faster: auto splits only a step that keeps at least twice the budget.
+#: fastest at 8–14.
 SAVED_BYTES_BUDGET = 24 * 2**20
+#: auto splits only a step that keeps at least this much: the default dataset's steps keep
+#: 12–37 MiB a batch, polydigits' moe step 65 MiB, and chunks of them were no faster (their
+#: time is in the decoders' matmuls, not in streaming activations).
+SPLIT_FROM_BYTES = 4 * SAVED_BYTES_BUDGET
 
 
 def require_splittable(posterior) -> None:
@@ -108,13 +111,13 @@ def saved_bytes_per_item(posterior, model, xs: list[Tensor], K: int, estimator: 
 def auto_micro_batch(posterior, model, xs: list[Tensor], K: int, estimator: str, precision: str = "fp32") -> int:
     """Items per chunk for ``micro_batch`` auto, given a first batch ``xs``: the whole batch on a
     GPU, for a posterior without ``items_independent``, or where the step's saved tensors are
-    less than twice SAVED_BYTES_BUDGET; else the batch in as many chunks as the budget goes
-    into those tensors whole times."""
+    less than SPLIT_FROM_BYTES; else the batch in as many chunks as SAVED_BYTES_BUDGET goes into
+    those tensors whole times."""
     batch = xs[0].shape[0]
     if xs[0].device.type != "cpu" or not getattr(posterior, "items_independent", False) or batch < 4:
         return batch
-    chunks = int(saved_bytes_per_item(posterior, model, xs, K, estimator, precision) * batch // SAVED_BYTES_BUDGET)
-    return batch if chunks < 2 else math.ceil(batch / chunks)
+    saved = saved_bytes_per_item(posterior, model, xs, K, estimator, precision) * batch
+    return batch if saved < SPLIT_FROM_BYTES else math.ceil(batch / int(saved // SAVED_BYTES_BUDGET))
 
 
 def resolve_micro_batch(requested: int | None, posterior, model, split, batch_size: int, K: int, estimator: str,

@@ -11,7 +11,7 @@ import torch
 from mmbench.api import Posterior
 from mmbench.errors import MMBenchError
 from mmbench.modalities import ImageModality
-from mmbench.step import (SAVED_BYTES_BUDGET, auto_micro_batch, backward_step, chunk_sizes, require_splittable,
+from mmbench.step import (SAVED_BYTES_BUDGET, SPLIT_FROM_BYTES, auto_micro_batch, backward_step, chunk_sizes, require_splittable,
                           saved_bytes_per_item)
 from mmbench.testing import ToyDataset
 
@@ -109,14 +109,15 @@ def test_auto_chunks_a_large_step_and_keeps_a_small_one_whole(plugins):
     posterior = plugins.posteriors.get("moe")
     svhn_like = [ImageModality("grey", (1, 28, 28), arch="mlp"), ImageModality("colour", (3, 32, 32), arch="conv")]
     model = posterior.build_model(svhn_like, 20)
-    xs = [torch.rand(16, 1, 28, 28), torch.rand(16, 3, 32, 32)]
+    xs = [torch.rand(32, 1, 28, 28), torch.rand(32, 3, 32, 32)]
     per_item = saved_bytes_per_item(posterior, model, xs, 30, "dreg")
-    assert 16 * per_item > 2 * SAVED_BYTES_BUDGET  # MMVAE's SVHN decoder at K = 30 keeps MiBs an item
+    assert 32 * per_item > SPLIT_FROM_BYTES  # MMVAE's SVHN decoder at K = 30 keeps MiBs an item
     micro = auto_micro_batch(posterior, model, xs, 30, "dreg")
-    chunks = int(16 * per_item // SAVED_BYTES_BUDGET)
-    assert micro == -(-16 // chunks) and len(chunk_sizes(16, micro)) <= chunks
+    chunks = int(32 * per_item // SAVED_BYTES_BUDGET)
+    assert micro == -(-32 // chunks) and len(chunk_sizes(32, micro)) <= chunks and micro < 32
+    assert auto_micro_batch(posterior, model, [x[:16] for x in xs], 30, "dreg") == 16  # 70 MiB: whole
     assert auto_micro_batch(posterior, model, [x[:8] for x in xs], 1, "dreg") == 8  # K = 1: whole
-    assert 8 * saved_bytes_per_item(posterior, model, xs, 1, "dreg") < 2 * SAVED_BYTES_BUDGET
+    assert 8 * saved_bytes_per_item(posterior, model, xs, 1, "dreg") < SPLIT_FROM_BYTES
 
 
 def test_a_posterior_that_does_not_declare_it_is_not_split():
