@@ -111,11 +111,12 @@ def resumable_checkpoint(path: Path, cfg, model) -> dict | None:
     # on whole batches; how a step is chunked does not change its math, and a resumed run keeps
     # the chunking it began with (the caller reads it from the checkpoint's config)
     saved = ({"precision": "fp32", "micro_batch": state["config"].get("batch_size"), **state["config"]}
-             if isinstance(state["config"], dict) else None)
-    wanted = {**asdict(cfg), "micro_batch": (saved or {}).get("micro_batch")}
+             if isinstance(state["config"], dict) else {})
+    wanted = {**asdict(cfg), "micro_batch": saved.get("micro_batch")}
     if saved != wanted:
-        quarantine(path, f"was written with other settings ({differences(saved or {}, wanted)})", start_over)
+        quarantine(path, f"was written with other settings ({differences(saved, wanted)})", start_over)
         return None
+    state["config"] = saved
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(getattr(v, "shape", ())) for k, v in state["model"].items()} if isinstance(state["model"], dict) else {}
     if ours != theirs:

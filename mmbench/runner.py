@@ -195,7 +195,7 @@ def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Pat
     checkpoint = run_dir / "checkpoint.pt"
     resume = resumable_checkpoint(checkpoint, cfg, model)  # a bad or foreign one is named, set aside
     if resume is not None:  # the step's chunking the run began with (whole batches before there were chunks)
-        cfg.micro_batch = hp["micro_batch"] = resume["config"].get("micro_batch", cfg.batch_size)
+        cfg.micro_batch = hp["micro_batch"] = resume["config"]["micro_batch"]
     run_info = {**copy.deepcopy(info), "run_dir": str(run_dir.resolve()),
                 "name": f"{spec.dataset}/{spec.posterior}/seed-{spec.seed}"}
     following.start(run_info, history=resume["history"] if resume else [])
