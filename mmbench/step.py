@@ -116,7 +116,10 @@ def auto_micro_batch(posterior, model, xs: list[Tensor], K: int, estimator: str,
     batch = xs[0].shape[0]
     if xs[0].device.type != "cpu" or not getattr(posterior, "items_independent", False) or batch < 4:
         return batch
-    saved = saved_bytes_per_item(posterior, model, xs, K, estimator, precision) * batch
+    try:
+        saved = saved_bytes_per_item(posterior, model, xs, K, estimator, precision) * batch
+    except Exception:  # an objective that cannot run on a few items: whole batches, where its errors surface as ever
+        return batch
     return batch if saved < SPLIT_FROM_BYTES else math.ceil(batch / int(saved // SAVED_BYTES_BUDGET))
 
 

@@ -120,6 +120,24 @@ def test_auto_chunks_a_large_step_and_keeps_a_small_one_whole(plugins):
     assert 8 * saved_bytes_per_item(posterior, model, xs, 1, "dreg") < SPLIT_FROM_BYTES
 
 
+def test_an_objective_that_needs_many_items_is_trained_whole(plugins):
+    """The probe runs the objective on 2 and 4 items; one that refuses so few is not split
+    (and its training step, on whole batches, behaves as before)."""
+    moe = plugins.posteriors.get("moe")
+
+    class NeedsEight(type(moe)):
+        def objective(self, model, xs, K, estimator):
+            if xs[0].shape[0] < 8:
+                raise ValueError("needs at least 8 items")
+            return super().objective(model, xs, K, estimator)
+
+    svhn_like = [ImageModality("grey", (1, 28, 28), arch="mlp"), ImageModality("colour", (3, 32, 32), arch="conv")]
+    model = moe.build_model(svhn_like, 20)
+    xs = [torch.rand(32, 1, 28, 28), torch.rand(32, 3, 32, 32)]
+    assert auto_micro_batch(moe, model, xs, 30, "dreg") < 32  # the same step of moe itself is split
+    assert auto_micro_batch(NeedsEight(), model, xs, 30, "dreg") == 32
+
+
 def test_a_posterior_that_does_not_declare_it_is_not_split():
     class Coupled(Posterior):
         name = "coupled"
