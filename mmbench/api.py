@@ -323,8 +323,10 @@ class Posterior(Configurable):
     #: True: part of a grid whose posteriors the user does not name
     by_default: bool = False
     #: True when ``objective``'s loss and bound are means over the batch's items of per-item
-    #: terms (no weight, normalisation or divergence mixes two items): a training step may then
-    #: be computed in item chunks whose gradients add up to the batch's (mmbench.step).
+    #: terms, each drawn from its own item alone (no weight, normalisation, divergence or
+    #: stratification of draws spans two items): a training step may then be computed in item
+    #: chunks whose gradients add up to the batch's (mmbench.step), unless the model's networks
+    #: couple items themselves (batch normalisation).
     items_independent: bool = False
 
     def build_model(self, modalities: list[Modality], latent_dim: int) -> nn.Module:

@@ -108,13 +108,17 @@ def resumable_checkpoint(path: Path, cfg, model) -> dict | None:
         quarantine(path, "is not an mmbench checkpoint (keys missing)", start_over)
         return None
     # a checkpoint from before precisions existed was trained in fp32, from before micro-batches
-    # on whole batches; how a step is chunked does not change its math, and a resumed run keeps
-    # the chunking it began with (the caller reads it from the checkpoint's config)
+    # on whole batches; how a step is chunked does not change its math, so any chunking resumes
+    # (the caller keeps the one it began with unless another is asked for)
     saved = ({"precision": "fp32", "micro_batch": state["config"].get("batch_size"), **state["config"]}
              if isinstance(state["config"], dict) else {})
-    wanted = {**asdict(cfg), "micro_batch": saved.get("micro_batch")}
+    chunks = saved.get("micro_batch")
+    wanted = {**asdict(cfg), "micro_batch": chunks}
     if saved != wanted:
         quarantine(path, f"was written with other settings ({differences(saved, wanted)})", start_over)
+        return None
+    if not (isinstance(chunks, int) and not isinstance(chunks, bool) and chunks >= 1):
+        quarantine(path, f"records a step chunking that is no positive number of items ({chunks!r})", start_over)
         return None
     state["config"] = saved
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}

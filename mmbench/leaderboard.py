@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections import Counter
 from pathlib import Path
 
 from .judge_agreement import disagreements, twin
@@ -379,17 +380,14 @@ def _provenance(records: list[RunRecord]) -> str:
 
 
 def _chunking(done: list[RunRecord]) -> str:
-    """' Steps in item chunks of 6 (2 of 4 runs).' where runs split their steps (mmbench.step):
-    the same math, other assignments of random draws to items."""
-    sizes = {}
-    for r in done:
-        hp = r.info.get("resolved_hparams", {})
-        if hp.get("micro_batch") is not None and hp["micro_batch"] < hp.get("batch_size", 0):
-            sizes.setdefault(hp["micro_batch"], 0)
-            sizes[hp["micro_batch"]] += 1
+    """' Steps in item chunks of at most 6 items (2 of 4 runs).' where runs split their steps
+    (mmbench.step): the same math, other assignments of random draws to items."""
+    hps = [r.info.get("resolved_hparams", {}) for r in done]
+    sizes = Counter(hp["micro_batch"] for hp in hps
+                    if hp.get("micro_batch") is not None and hp["micro_batch"] < hp.get("batch_size", 0))
     if not sizes:
         return ""
-    return (f" Steps in item chunks of {'/'.join(map(str, sorted(sizes)))} "
+    return (f" Steps in item chunks of at most {'/'.join(map(str, sorted(sizes)))} items "
             f"({sum(sizes.values())} of {len(done)} runs).")
 
 

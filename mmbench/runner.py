@@ -194,8 +194,13 @@ def execute(spec: RunSpec, plugins, *, out: Path, data_dir: Path, cache_dir: Pat
     cfg = TrainConfig(**{f.name: hp[f.name] for f in fields(TrainConfig) if f.name != "seed"}, seed=spec.seed)
     checkpoint = run_dir / "checkpoint.pt"
     resume = resumable_checkpoint(checkpoint, cfg, model)  # a bad or foreign one is named, set aside
-    if resume is not None:  # the step's chunking the run began with (whole batches before there were chunks)
-        cfg.micro_batch = hp["micro_batch"] = resume["config"]["micro_batch"]
+    began_with = resume["config"]["micro_batch"] if resume is not None else cfg.micro_batch
+    if began_with != cfg.micro_batch:  # chunks change which draws go to which item, never the math
+        if spec.hparams.get("micro_batch") is None:  # auto: the chunking the run began with
+            cfg.micro_batch = hp["micro_batch"] = began_with
+        else:
+            print(f"mmbench: {run_dir} began in chunks of {began_with} items and goes on in chunks of "
+                  f"{cfg.micro_batch}, as asked", file=sys.stderr)
     run_info = {**copy.deepcopy(info), "run_dir": str(run_dir.resolve()),
                 "name": f"{spec.dataset}/{spec.posterior}/seed-{spec.seed}"}
     following.start(run_info, history=resume["history"] if resume else [])

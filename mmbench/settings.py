@@ -55,9 +55,9 @@ ARITHMETIC = (
            "MMVAE's SVHN nets, slower on some Xeons: benchmarks/test_step.py times both)",
            choices=("auto", "default", "channels_last")),
     Option("micro_batch", None, "items per forward/backward chunk of a training step, gradients added up: the same "
-           "step for posteriors whose objective is a mean over items (default: auto — on the CPU, a step keeping over "
-           "96 MiB of activations in chunks of about 24 MiB, about 2x faster than whole for MMVAE's MNIST-SVHN nets at K 30; "
-           "smaller steps and GPUs whole)", type=int, low=1),
+           "step for posteriors whose objective is a mean over items (not given: auto — on the CPU, a step keeping "
+           "96 MiB or more of activations in chunks of about 24 MiB, about 2x faster than whole for MMVAE's "
+           "MNIST-SVHN nets at K 30; smaller steps and GPUs whole)", type=int, low=1),
 )
 CORE = {o.name: o for o in GRID + TRAINING + ARITHMETIC}
 #: other names of core settings: {alias: name} (``--tracker`` for ``--trackers``, in a grid file too)

@@ -73,7 +73,9 @@ class MoPoE(Posterior):
     name = "mopoe"
     description = "MoPoE: mixture over all subsets of products of experts, generalized ELBO (Sutter et al. 2021)"
     family = DiagonalNormal()
-    items_independent = True  # every term of the objective is per item (mmbench.step)
+    # not split into micro-batches (mmbench.step): assign_subsets stratifies the subsets over the
+    # batch's positions, which chunks would change
+    items_independent = False
     estimators = ("reparam",)
 
     def decoder_passes(self, num_modalities):
