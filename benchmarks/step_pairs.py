@@ -61,7 +61,8 @@ def main() -> None:
                 cells.append(f"{median:.3f}")
                 continue
             ratios = [b / t for b, t in zip(base, times[v])]
-            micro = f", chunks of {info[v]['micro_batch']}" if info[v].get("micro_batch") else ""
+            chunks = info[v].get("micro_batch")
+            micro = "" if chunks is None else f", chunks of {chunks}" if chunks < info[v]["batch"] else ", whole"
             cells.append(f"{median:.3f} ({statistics.median(ratios):.2f}×, {min(ratios):.2f}–{max(ratios):.2f}{micro})")
         batch, K = info[next(iter(info))]["batch"], info[next(iter(info))]["K"]
         print(f"| {args.nets} (batch {batch}, K {K}) | {name} | " + " | ".join(cells) + " |", flush=True)
