@@ -21,14 +21,13 @@ import time
 from step_summary import load_averages, machine
 from test_step import NETS, VARIANTS, Unavailable, build_step
 
-BASELINE = "loop-fp32"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nets", default="mnist-svhn", choices=list(NETS))
     parser.add_argument("--posteriors", default="moe")
-    parser.add_argument("--variants", default="loop-fp32,stacked-fp32,stacked-fp32-micro,stacked-bf16,stacked-bf16-micro",
+    parser.add_argument("--variants",
+                        default="loop-fp32,stacked-fp32,stacked-fp32-micro,stacked-bf16,stacked-bf16-micro",
                         help=f"comma-separated, the first the baseline; of {', '.join(VARIANTS)}")
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
@@ -63,7 +62,8 @@ def main() -> None:
             ratios = [b / t for b, t in zip(base, times[v])]
             chunks = info[v].get("micro_batch")
             micro = "" if chunks is None else f", chunks of {chunks}" if chunks < info[v]["batch"] else ", whole"
-            cells.append(f"{median:.3f} ({statistics.median(ratios):.2f}×, {min(ratios):.2f}–{max(ratios):.2f}{micro})")
+            spread = f"{min(ratios):.2f}–{max(ratios):.2f}"
+            cells.append(f"{median:.3f} ({statistics.median(ratios):.2f}×, {spread}{micro})")
         batch, K = info[next(iter(info))]["batch"], info[next(iter(info))]["K"]
         print(f"| {args.nets} (batch {batch}, K {K}) | {name} | " + " | ".join(cells) + " |", flush=True)
     print(f"\nmedian step (s) over {args.rounds} rounds; in brackets the median, min and max over rounds of "

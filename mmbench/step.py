@@ -52,7 +52,8 @@ def splitting_refused(posterior, model=None) -> str | None:
     if not getattr(posterior, "items_independent", False):
         return (f"posterior '{posterior.name}' does not declare its objective a mean over items "
                 "(items_independent), so its steps cannot be split into micro-batches")
-    coupled = sorted({type(m).__name__ for m in model.modules() if isinstance(m, BATCH_COUPLED)}) if model is not None else []
+    modules = model.modules() if model is not None else ()
+    coupled = sorted({type(m).__name__ for m in modules if isinstance(m, BATCH_COUPLED)})
     if coupled:
         return (f"the networks of this model normalise over the batch ({', '.join(coupled)}), so its steps "
                 "cannot be split into micro-batches")
